@@ -1,0 +1,11 @@
+//! Pure logic of the animation gateway: names, subscriptions, the wire
+//! protocol and each character's hub state machine. No clock, randomness or
+//! I/O lives here; the Worker shell passes time and ids in and applies the
+//! effects the hub returns.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod hub;
+pub mod protocol;
+pub mod query;
+pub mod subscriptions;
+pub mod topic;

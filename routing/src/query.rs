@@ -1,0 +1,184 @@
+//! Query strings of the subscribe and history endpoints, validated into typed
+//! values. A bad value is a 400 with a message naming the parameter; a
+//! repeated parameter is refused rather than guessed at.
+
+use crate::protocol::ApiError;
+use crate::topic::{parse_filter_csv, TopicFilter};
+
+/// What a subscriber asked for on the upgrade URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeQuery {
+    pub topics: Vec<TopicFilter>,
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+    pub presence: bool,
+    pub token: Option<String>,
+}
+
+/// What a history reader asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub since: u64,
+    pub limit: u64,
+    pub topics: Vec<TopicFilter>,
+}
+
+pub const HISTORY_DEFAULT_LIMIT: u64 = 100;
+pub const HISTORY_MAX_LIMIT: u64 = 1000;
+const MAX_EPOCH_LEN: usize = 128;
+
+fn once<'a>(pairs: &'a [(String, String)], key: &str) -> Result<Option<&'a str>, ApiError> {
+    let mut found = None;
+    for (k, v) in pairs {
+        if k == key {
+            if found.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter `{key}` is given more than once"
+                )));
+            }
+            found = Some(v.as_str());
+        }
+    }
+    Ok(found)
+}
+
+fn seq_param(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
+    match once(pairs, key)? {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= (1u64 << 53))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("`{key}` must be a non-negative integer, got {v:?}"))
+            }),
+    }
+}
+
+fn topics_param(pairs: &[(String, String)]) -> Result<Vec<TopicFilter>, ApiError> {
+    parse_filter_csv(once(pairs, "topics")?.unwrap_or("")).map_err(ApiError::from)
+}
+
+pub fn parse_subscribe_query(pairs: &[(String, String)]) -> Result<SubscribeQuery, ApiError> {
+    let topics = topics_param(pairs)?;
+    let since = seq_param(pairs, "since")?;
+    let epoch = match once(pairs, "epoch")? {
+        None => None,
+        Some(e) if !e.is_empty() && e.len() <= MAX_EPOCH_LEN => Some(e.to_string()),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`epoch` must be 1..={MAX_EPOCH_LEN} characters"
+            )))
+        }
+    };
+    let presence = match once(pairs, "presence")? {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "`presence` must be true or false, got {v:?}"
+            )))
+        }
+    };
+    let token = once(pairs, "token")?.map(str::to_string);
+    Ok(SubscribeQuery {
+        topics,
+        since,
+        epoch,
+        presence,
+        token,
+    })
+}
+
+pub fn parse_history_query(pairs: &[(String, String)]) -> Result<HistoryQuery, ApiError> {
+    let since = seq_param(pairs, "since")?.unwrap_or(0);
+    let limit = match once(pairs, "limit")? {
+        None => HISTORY_DEFAULT_LIMIT,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "`limit` must be an integer from 1 to {HISTORY_MAX_LIMIT}, got {v:?}"
+                )))
+            }
+        },
+    };
+    Ok(HistoryQuery {
+        since,
+        limit,
+        topics: topics_param(pairs)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Vec<(String, String)> {
+        s.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn subscribe_defaults_to_everything() {
+        let s = parse_subscribe_query(&q("")).unwrap();
+        assert_eq!(s.topics, vec![TopicFilter::all()]);
+        assert_eq!(
+            (s.since, s.epoch, s.presence, s.token),
+            (None, None, false, None)
+        );
+    }
+
+    #[test]
+    fn subscribe_reads_every_parameter() {
+        let s = parse_subscribe_query(&q(
+            "topics=face,body.*&since=7&epoch=abc&presence=true&token=t",
+        ))
+        .unwrap();
+        let names: Vec<&str> = s.topics.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, ["face", "body.*"]);
+        assert_eq!(s.since, Some(7));
+        assert_eq!(s.epoch.as_deref(), Some("abc"));
+        assert!(s.presence);
+        assert_eq!(s.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn bad_subscribe_values_are_400() {
+        for bad in [
+            "since=-1",
+            "since=abc",
+            "since=1.5",
+            "since=99999999999999999999",
+            "presence=yes",
+            "topics=Face",
+            "topics=a,,b",
+            "topics=a.>.b",
+            "epoch=",
+            "since=1&since=2",
+        ] {
+            let e = parse_subscribe_query(&q(bad)).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_limit_is_checked_not_clamped() {
+        assert_eq!(parse_history_query(&q("")).unwrap().limit, 100);
+        assert_eq!(parse_history_query(&q("limit=1000")).unwrap().limit, 1000);
+        assert_eq!(parse_history_query(&q("limit=1")).unwrap().limit, 1);
+        for bad in ["limit=0", "limit=1001", "limit=x", "limit=-5", "since=x"] {
+            assert_eq!(
+                parse_history_query(&q(bad)).unwrap_err().status(),
+                400,
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` runs it: static checks, host unit and
+# property tests, the Worker build, the production config dry run, then the
+# integration tests against real `wrangler dev` servers of its own (one with
+# auth off, one with auth on), which are stopped even when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+step() { printf '\n== %s\n' "$*"; }
+
+step bootstrap
+scripts/bootstrap.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy (host: routing, wasm32: worker)"
+cargo clippy -p routing --all-targets -- -D warnings
+cargo clippy -p animation-gateway --target wasm32-unknown-unknown -- -D warnings
+
+step "cargo test (routing, host)"
+cargo test -p routing
+
+step build
+scripts/build.sh
+
+step "wrangler deploy --dry-run (production config)"
+dry=$(mktemp -d)
+node_modules/.bin/wrangler deploy --dry-run -c wrangler.prod.toml --outdir "$dry" >"$dry.log" 2>&1 || { cat "$dry.log"; exit 1; }
+tail -n 3 "$dry.log"
+rm -rf "$dry" "$dry.log"
+
+step "integration tests (node --test against wrangler dev)"
+source scripts/devserver.sh
+trap stop_dev_servers EXIT
+start_dev_server OPEN
+start_dev_server BATCHED --var BATCH_WINDOW_MS:100
+export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL"
+node --test --test-concurrency=1 tests/integration/*.test.mjs

@@ -1,0 +1,69 @@
+//! One error type for every handler. It wraps the contract's `ApiError`, knows
+//! its HTTP status and turns into the body `{"error":{"code","message"}}`.
+//! Faults of ours are logged with their cause and answered `500 internal`
+//! without internals.
+
+use routing::protocol::{ApiError, ErrorCode};
+use worker::{console_error, Response, Result};
+
+#[derive(Debug)]
+pub struct AppError(pub ApiError);
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(ApiError {
+            code,
+            message: message.into(),
+        })
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn method_not_allowed(allowed: &str) -> Self {
+        Self::new(
+            ErrorCode::MethodNotAllowed,
+            format!("method not allowed; use {allowed}"),
+        )
+    }
+    /// A fault of ours: the cause goes to the log, the client gets no details.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        console_error!("internal error: {cause}");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    pub fn into_response(self) -> Result<Response> {
+        let resp = json_response(self.0.status(), &self.0.body())?;
+        if self.0.code == ErrorCode::MethodNotAllowed {
+            if let Some(allowed) = self.0.message.strip_prefix("method not allowed; use ") {
+                resp.headers().set("allow", allowed)?;
+            }
+        }
+        Ok(resp)
+    }
+}
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<worker::Error> for AppError {
+    fn from(e: worker::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// A JSON response with the given status and an already-serialized body.
+pub fn json_response(status: u16, body: &str) -> Result<Response> {
+    let resp = Response::ok(body)?.with_status(status);
+    resp.headers().set("content-type", "application/json")?;
+    Ok(resp)
+}

@@ -1,0 +1,239 @@
+//! The character's SQLite storage: the source of truth for `seq`, `epoch`,
+//! history and idempotency keys. Every call is synchronous, so a publish is
+//! stored in the same turn that delivers it, and the runtime's output gate
+//! holds the frames until the write is durable.
+
+use routing::hub::StoredCommand;
+use routing::protocol::Command;
+use routing::topic::{CommandName, Topic};
+use serde::Deserialize;
+use worker::{console_error, SqlStorage, SqlStorageValue};
+
+/// Idempotency keys are honoured for this long (contract §2).
+pub const IDEMPOTENCY_MS: u64 = 5 * 60 * 1000;
+
+pub struct Store {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct MetaRow {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct SeqRow {
+    seq: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CommandRow {
+    seq: f64,
+    ts: f64,
+    topic: String,
+    name: String,
+    params: String,
+    duration_ms: Option<f64>,
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct IdRow {
+    pub id: String,
+    pub seq: f64,
+    pub ts: f64,
+}
+
+#[derive(Deserialize)]
+struct TopicsRow {
+    topics: String,
+}
+
+fn int(v: u64) -> SqlStorageValue {
+    // seq, ts and durations stay far below 2^53.
+    SqlStorageValue::Integer(v as i64)
+}
+
+impl Store {
+    pub fn open(sql: SqlStorage) -> worker::Result<Self> {
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS commands (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
+             topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS idempotency (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS spilled_topics (client_id TEXT PRIMARY KEY, topics TEXT NOT NULL)",
+            None,
+        )?;
+        Ok(Self { sql })
+    }
+
+    pub fn meta(&self, key: &str) -> worker::Result<Option<String>> {
+        let rows: Vec<MetaRow> = self
+            .sql
+            .exec("SELECT value FROM meta WHERE key = ?", vec![key.into()])?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.value))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            vec![key.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The newest stored seq, 0 when nothing was ever published.
+    pub fn latest_seq(&self) -> worker::Result<u64> {
+        let stored = self
+            .meta("seq")?
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let rows: Vec<SeqRow> = self
+            .sql
+            .exec("SELECT MAX(seq) AS seq FROM commands", None)?
+            .to_array()?;
+        let max_row = rows
+            .first()
+            .and_then(|r| r.seq)
+            .map(|s| s as u64)
+            .unwrap_or(0);
+        Ok(stored.max(max_row))
+    }
+
+    /// The oldest seq still held here, if any.
+    pub fn oldest_seq(&self) -> worker::Result<Option<u64>> {
+        let rows: Vec<SeqRow> = self
+            .sql
+            .exec("SELECT MIN(seq) AS seq FROM commands", None)?
+            .to_array()?;
+        Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
+    }
+
+    /// Stores newly published commands and their idempotency keys, then trims
+    /// history to the newest `history_limit` rows.
+    pub fn append(&self, rows: &[StoredCommand], history_limit: u64) -> worker::Result<()> {
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        for row in rows {
+            let c = &row.command;
+            let params = serde_json::to_string(&c.params)
+                .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            self.sql.exec(
+                "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    int(row.seq),
+                    int(row.ts),
+                    c.topic.as_str().into(),
+                    c.name.as_str().into(),
+                    params.into(),
+                    c.duration_ms.map(|d| int(u64::from(d))).unwrap_or(SqlStorageValue::Null),
+                    c.id.clone().into(),
+                ],
+            )?;
+            if let Some(id) = &c.id {
+                self.sql.exec(
+                    "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
+                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts",
+                    vec![id.as_str().into(), int(row.seq), int(row.ts)],
+                )?;
+            }
+        }
+        self.set_meta("seq", &last.seq.to_string())?;
+        if last.seq > history_limit {
+            self.sql.exec(
+                "DELETE FROM commands WHERE seq <= ?",
+                vec![int(last.seq - history_limit)],
+            )?;
+        }
+        self.sql.exec(
+            "DELETE FROM idempotency WHERE ts < ?",
+            vec![int(last.ts.saturating_sub(IDEMPOTENCY_MS))],
+        )?;
+        Ok(())
+    }
+
+    /// Stored commands with seq above `since`, oldest first, at most `limit`.
+    pub fn after(&self, since: u64, limit: u64) -> worker::Result<Vec<StoredCommand>> {
+        let rows: Vec<CommandRow> = self
+            .sql
+            .exec(
+                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq > ? ORDER BY seq LIMIT ?",
+                vec![int(since), int(limit)],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// Idempotency keys younger than the window, to restore after a wake.
+    pub fn recent_ids(&self, now_ms: u64) -> worker::Result<Vec<IdRow>> {
+        self.sql
+            .exec(
+                "SELECT id, seq, ts FROM idempotency WHERE ts >= ? ORDER BY ts",
+                vec![int(now_ms.saturating_sub(IDEMPOTENCY_MS))],
+            )?
+            .to_array()
+    }
+
+    /// Topic lists too large for a socket attachment are kept here.
+    pub fn spill_topics(&self, client_id: &str, topics_json: &str) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT INTO spilled_topics (client_id, topics) VALUES (?, ?) \
+             ON CONFLICT(client_id) DO UPDATE SET topics = excluded.topics",
+            vec![client_id.into(), topics_json.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn spilled_topics(&self, client_id: &str) -> worker::Result<Option<String>> {
+        let rows: Vec<TopicsRow> = self
+            .sql
+            .exec(
+                "SELECT topics FROM spilled_topics WHERE client_id = ?",
+                vec![client_id.into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.topics))
+    }
+
+    pub fn drop_spilled_topics(&self, client_id: &str) -> worker::Result<()> {
+        self.sql.exec(
+            "DELETE FROM spilled_topics WHERE client_id = ?",
+            vec![client_id.into()],
+        )?;
+        Ok(())
+    }
+}
+
+fn decode(row: CommandRow) -> Option<StoredCommand> {
+    let topic = Topic::parse(&row.topic).ok()?;
+    let name = CommandName::parse(&row.name).ok()?;
+    let params = match serde_json::from_str(&row.params) {
+        Ok(p) => p,
+        Err(e) => {
+            console_error!("stored command {} has unreadable params: {e}", row.seq);
+            return None;
+        }
+    };
+    Some(StoredCommand {
+        seq: row.seq as u64,
+        ts: row.ts as u64,
+        command: Command {
+            topic,
+            name,
+            params,
+            duration_ms: row.duration_ms.map(|d| d as u32),
+            id: row.id,
+        },
+    })
+}
