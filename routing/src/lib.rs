@@ -4,6 +4,10 @@
 //! effects the hub returns.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod animator;
+pub mod archive;
+pub mod auth;
+pub mod events;
 pub mod hub;
 pub mod protocol;
 pub mod query;

@@ -1,0 +1,170 @@
+//! The history archive's layout. Commands older than the newest
+//! `HISTORY_LIMIT` move from the character's SQLite storage into KV pages of
+//! a fixed number of seqs: page `n` holds seqs `n*size+1 ..= (n+1)*size`
+//! under `hist:<character>:<epoch>:<n>`. The epoch in the key means pages of
+//! a lost history are never mixed with a new one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::StoredCommand;
+use crate::protocol::Command;
+use crate::topic::{CharacterId, CommandName, Topic};
+
+/// Seqs per KV page for a given history limit: small limits get small pages
+/// so the archive is exercised, large ones are capped to keep pages small.
+pub fn page_size(history_limit: u64) -> u64 {
+    (history_limit / 4).clamp(1, 100)
+}
+
+/// The page holding `seq` (seq starts at 1).
+pub fn page_of(seq: u64, size: u64) -> u64 {
+    seq.saturating_sub(1) / size.max(1)
+}
+
+/// The first and last seq of page `page`.
+pub fn page_bounds(page: u64, size: u64) -> (u64, u64) {
+    let size = size.max(1);
+    (page * size + 1, (page + 1) * size)
+}
+
+pub fn page_key(character: &CharacterId, epoch: &str, page: u64) -> String {
+    format!("hist:{}:{epoch}:{page:012}", character.as_str())
+}
+
+/// Whether the next page (after `archived_through`) may move out of SQLite:
+/// only when the newest `history_limit` commands stay behind.
+pub fn next_page_ready(
+    archived_through: u64,
+    latest_seq: u64,
+    history_limit: u64,
+    size: u64,
+) -> Option<(u64, u64)> {
+    let (from, to) = page_bounds(page_of(archived_through + 1, size), size);
+    (latest_seq >= to.saturating_add(history_limit)).then_some((from, to))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Row {
+    seq: u64,
+    ts: u64,
+    topic: String,
+    name: String,
+    params: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    duration_ms: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+pub fn encode_page(rows: &[StoredCommand]) -> String {
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|r| Row {
+            seq: r.seq,
+            ts: r.ts,
+            topic: r.command.topic.as_str().to_string(),
+            name: r.command.name.as_str().to_string(),
+            params: r.command.params.clone(),
+            duration_ms: r.command.duration_ms,
+            id: r.command.id.clone(),
+        })
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Decodes a page; rows that fail validation are dropped (a gap, which the
+/// reader reports as incomplete) rather than failing the whole page.
+pub fn decode_page(json: &str) -> Option<Vec<StoredCommand>> {
+    let rows: Vec<Row> = serde_json::from_str(json).ok()?;
+    Some(
+        rows.into_iter()
+            .filter_map(|r| {
+                Some(StoredCommand {
+                    seq: r.seq,
+                    ts: r.ts,
+                    command: Command {
+                        topic: Topic::parse(&r.topic).ok()?,
+                        name: CommandName::parse(&r.name).ok()?,
+                        params: r.params,
+                        duration_ms: r.duration_ms,
+                        id: r.id,
+                    },
+                })
+            })
+            .collect(),
+    )
+}
+
+/// True when `rows` hold every seq from `from` through `to`, in order.
+pub fn covers(rows: &[StoredCommand], from: u64, to: u64) -> bool {
+    if from > to {
+        return true;
+    }
+    rows.len() as u64 == to - from + 1 && rows.iter().zip(from..).all(|(r, s)| r.seq == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64) -> StoredCommand {
+        StoredCommand {
+            seq,
+            ts: seq * 10,
+            command: Command {
+                topic: Topic::parse("face").unwrap(),
+                name: CommandName::parse("smile").unwrap(),
+                params: serde_json::Map::new(),
+                duration_ms: Some(5),
+                id: Some(format!("id{seq}")),
+            },
+        }
+    }
+
+    #[test]
+    fn pages_partition_the_seqs() {
+        let size = page_size(10);
+        assert_eq!(size, 2);
+        assert_eq!(page_size(1000), 100);
+        assert_eq!(page_size(1), 1);
+        for seq in 1..50 {
+            let (from, to) = page_bounds(page_of(seq, size), size);
+            assert!(from <= seq && seq <= to);
+            assert_eq!(to - from + 1, size);
+        }
+        assert_eq!(page_bounds(0, 100), (1, 100));
+    }
+
+    #[test]
+    fn a_page_moves_only_when_the_newest_limit_stays_behind() {
+        // limit 10, pages of 2: seqs 1-2 may move once seq 12 exists.
+        assert_eq!(next_page_ready(0, 11, 10, 2), None);
+        assert_eq!(next_page_ready(0, 12, 10, 2), Some((1, 2)));
+        assert_eq!(next_page_ready(2, 13, 10, 2), None);
+        assert_eq!(next_page_ready(2, 14, 10, 2), Some((3, 4)));
+    }
+
+    #[test]
+    fn pages_round_trip() {
+        let rows: Vec<StoredCommand> = (1..=3).map(row).collect();
+        assert_eq!(decode_page(&encode_page(&rows)).unwrap(), rows);
+        assert!(decode_page("not json").is_none());
+    }
+
+    #[test]
+    fn coverage_needs_every_seq() {
+        let rows: Vec<StoredCommand> = (3..=6).map(row).collect();
+        assert!(covers(&rows, 3, 6));
+        assert!(!covers(&rows, 2, 6));
+        assert!(!covers(&rows[1..], 3, 6));
+        assert!(covers(&[], 5, 4));
+        let gappy = vec![row(3), row(5)];
+        assert!(!covers(&gappy, 3, 4));
+    }
+
+    #[test]
+    fn keys_carry_character_and_epoch() {
+        let c = CharacterId::parse("npc-7").unwrap();
+        assert_eq!(page_key(&c, "e1", 3), "hist:npc-7:e1:000000000003");
+    }
+}

@@ -1,0 +1,104 @@
+//! Event-log records and their KV key scheme. Keys sort newest first
+//! (`log:<inverted ms>:<character>:<nonce>`), so a prefix listing reads the
+//! most recent events without loading everything, and the character in the
+//! key lets a filtered read skip other characters' batches unopened.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing that happened: connect, disconnect, publish, auth_failure, admin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEvent {
+    pub ts: u64,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub character: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl LogEvent {
+    pub fn new(ts: u64, event: &str, character: Option<&str>) -> Self {
+        Self {
+            ts,
+            event: event.to_string(),
+            character: character.map(str::to_string),
+            client_id: None,
+            user: None,
+            detail: None,
+        }
+    }
+}
+
+pub const LOG_PREFIX: &str = "log:";
+/// Stands for "no character" (router-level events such as auth failures).
+pub const NO_CHARACTER: &str = "-";
+const MAX_TS: u64 = 9_999_999_999_999;
+
+/// The key of a batch whose newest event is at `ts_ms`.
+pub fn log_key(ts_ms: u64, character: Option<&str>, nonce: &str) -> String {
+    format!(
+        "{LOG_PREFIX}{:013}:{}:{nonce}",
+        MAX_TS.saturating_sub(ts_ms),
+        character.unwrap_or(NO_CHARACTER)
+    )
+}
+
+/// The character named in a log key, if the key is one of ours.
+pub fn key_character(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(LOG_PREFIX)?;
+    let mut parts = rest.splitn(3, ':');
+    let _ts = parts.next()?;
+    parts.next()
+}
+
+/// Merges batches into one newest-first list of at most `limit` events,
+/// keeping only `character`'s when given.
+pub fn newest_first(
+    batches: Vec<Vec<LogEvent>>,
+    character: Option<&str>,
+    limit: usize,
+) -> Vec<LogEvent> {
+    let mut all: Vec<LogEvent> = batches
+        .into_iter()
+        .flatten()
+        .filter(|e| character.is_none() || e.character.as_deref() == character)
+        .collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.ts));
+    all.truncate(limit);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_newest_first_and_name_their_character() {
+        let old = log_key(1_000, Some("alice"), "a");
+        let new = log_key(2_000, Some("bob"), "b");
+        assert!(new < old, "{new} should sort before {old}");
+        assert_eq!(key_character(&old), Some("alice"));
+        assert_eq!(key_character(&log_key(5, None, "x")), Some(NO_CHARACTER));
+        assert_eq!(key_character("other:1:2"), None);
+    }
+
+    #[test]
+    fn merge_filters_sorts_and_limits() {
+        let ev = |ts, c: &str| LogEvent::new(ts, "publish", Some(c));
+        let batches = vec![vec![ev(1, "a"), ev(5, "b")], vec![ev(3, "a"), ev(4, "a")]];
+        let a: Vec<u64> = newest_first(batches.clone(), Some("a"), 2)
+            .iter()
+            .map(|e| e.ts)
+            .collect();
+        assert_eq!(a, [4, 3]);
+        let all: Vec<u64> = newest_first(batches, None, 10)
+            .iter()
+            .map(|e| e.ts)
+            .collect();
+        assert_eq!(all, [5, 4, 3, 1]);
+    }
+}
