@@ -35,5 +35,16 @@ source scripts/devserver.sh
 trap stop_dev_servers EXIT
 start_dev_server OPEN
 start_dev_server BATCHED --var BATCH_WINDOW_MS:100
-export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL"
-node --test --test-concurrency=1 tests/integration/*.test.mjs
+# Auth on, with a small history so the KV archive is exercised.
+export TEST_JWT_SECRET="test-secret-$(date +%s)-$RANDOM" TEST_API_KEYS="key-one,key-two"
+start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \
+  --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
+export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL"
+node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
+
+step "itest: scripts/animation-test.mjs (auth off, then auth on with credentials)"
+node scripts/animation-test.mjs --base-url "$OPEN_URL" > "${TMPDIR:-/tmp}/itest-open.log" 2>&1 || { cat "${TMPDIR:-/tmp}/itest-open.log"; exit 1; }
+tail -n 3 "${TMPDIR:-/tmp}/itest-open.log"
+ITEST_API_KEY="${TEST_API_KEYS%%,*}" ITEST_JWT_SECRET="$TEST_JWT_SECRET" \
+  node scripts/animation-test.mjs --base-url "$AUTH_URL" > "${TMPDIR:-/tmp}/itest-auth.log" 2>&1 || { cat "${TMPDIR:-/tmp}/itest-auth.log"; exit 1; }
+tail -n 3 "${TMPDIR:-/tmp}/itest-auth.log"

@@ -1,4 +1,4 @@
-//! The `[vars]` the gateway reads (contract §7), with their defaults.
+//! The `[vars]` and secrets the gateway reads (contract §7), with defaults.
 
 use worker::Env;
 
@@ -6,10 +6,20 @@ use worker::Env;
 pub struct Config {
     pub history_limit: u64,
     pub batch_window_ms: u64,
+    pub log_ttl_seconds: u64,
 }
 
-fn var(env: &Env, name: &str) -> Option<String> {
+pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
+}
+
+/// A secret, or (for local setups) a plain var of the same name.
+pub fn secret(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .ok()
+        .map(|v| v.to_string())
+        .or_else(|| var(env, name))
+        .filter(|v| !v.is_empty())
 }
 
 fn number(env: &Env, name: &str, default: u64) -> u64 {
@@ -23,6 +33,12 @@ impl Config {
         Self {
             history_limit: number(env, "HISTORY_LIMIT", 1000).max(1),
             batch_window_ms: number(env, "BATCH_WINDOW_MS", 0).min(10_000),
+            log_ttl_seconds: number(env, "LOG_TTL_SECONDS", 7 * 24 * 3600),
         }
+    }
+
+    /// Rows SQLite may hold when the archive keeps failing.
+    pub fn hard_cap(&self) -> u64 {
+        self.history_limit.saturating_mul(20).max(10_000)
     }
 }

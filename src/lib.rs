@@ -1,16 +1,22 @@
 //! The animation gateway Worker: the fetch entry point. Everything it does is
 //! in the modules below; the rules themselves live in the `routing` crate.
 
+mod attachment;
+mod auth;
 mod character;
 mod config;
 mod error;
+mod kv;
+mod registry;
 mod router;
+mod say;
 mod store;
 
 pub use character::Character;
+pub use registry::Registry;
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    router::handle(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    router::handle(req, env, ctx).await
 }

@@ -4,22 +4,72 @@
 //! with the wrong method 405, both with the contract's error body.
 
 use futures_util::future::join_all;
+use routing::auth::{authorize, can_publish, token_expiry, Action, Principal};
+use routing::events::LogEvent;
 use routing::protocol::{parse_broadcast_body, ApiError, Command, ErrorCode, MAX_BODY_BYTES};
 use routing::query::{parse_history_query, parse_subscribe_query};
 use routing::topic::CharacterId;
 use serde::Deserialize;
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Result, Stub, Url};
+use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub, Url};
 
-use crate::character::{H_CAN_PUBLISH, H_CHARACTER, H_USER};
+use crate::auth::Auth;
+use crate::character::{now_ms, H_CAN_PUBLISH, H_CHARACTER, H_EXPIRES, H_USER};
+use crate::config::Config;
 use crate::error::{json_response, AppError};
+use crate::{kv, registry};
 
 type Handled = std::result::Result<Response, AppError>;
 
-pub async fn handle(req: Request, env: Env) -> Result<Response> {
-    match route(req, env).await {
+pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    let path = req.path();
+    let method = req.method();
+    let result = route(req, &env).await;
+    // Auth failures and admin actions go to the event log after the answer.
+    let event = match &result {
+        Err(e) if matches!(e.0.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
+            let mut ev = LogEvent::new(now_ms(), "auth_failure", None);
+            ev.detail = Some(serde_json::json!({
+                "method": method.to_string(), "path": path, "status": e.0.status(), "message": e.0.message,
+            }));
+            Some(ev)
+        }
+        Ok(resp) if path.starts_with("/v1/admin/") => {
+            let mut ev = LogEvent::new(now_ms(), "admin", admin_target(&path));
+            ev.detail = Some(serde_json::json!({
+                "method": method.to_string(), "path": path, "status": resp.status_code(),
+            }));
+            Some(ev)
+        }
+        _ => None,
+    };
+    if let Some(ev) = event {
+        let ttl = Config::from_env(&env).log_ttl_seconds;
+        let character = ev.character.clone();
+        ctx.wait_until(async move {
+            if let Err(e) = kv::write_logs(&env, character.as_deref(), &[ev], ttl).await {
+                worker::console_error!("writing an event log: {e}");
+            }
+        });
+    }
+    match result {
         Ok(resp) => Ok(resp),
         Err(e) => e.into_response(),
     }
+}
+
+/// The character an admin path names, if any.
+fn admin_target(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/admin/characters/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|c| CharacterId::parse(c).is_ok())
+}
+
+fn check(
+    p: &Principal,
+    action: Action,
+    c: Option<&CharacterId>,
+) -> std::result::Result<(), AppError> {
+    Ok(authorize(p, action, c)?)
 }
 
 fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppError> {
@@ -31,7 +81,7 @@ fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppErro
     }
 }
 
-async fn route(req: Request, env: Env) -> Handled {
+async fn route(req: Request, env: &Env) -> Handled {
     let url = req.url()?;
     let path = url.path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -41,23 +91,59 @@ async fn route(req: Request, env: Env) -> Handled {
             allow(&method, &[Method::Get, Method::Head])?;
             Ok(json_response(200, r#"{"status":"ok"}"#)?)
         }
-        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history")] => {
-            let allowed = if *action == "commands" {
+        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
+            let allowed = if matches!(*action, "commands" | "say") {
                 Method::Post
             } else {
                 Method::Get
             };
             allow(&method, &[allowed])?;
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
+            let auth = Auth::from_env(env);
             match *action {
-                "subscribe" => subscribe(req, &url, &env, &character).await,
-                "commands" => publish(req, &env, &character).await,
-                _ => history(&url, &env, &character).await,
+                "subscribe" => {
+                    let token = query_pairs(&url)
+                        .into_iter()
+                        .find(|(k, _)| k == "token")
+                        .map(|(_, v)| v);
+                    let p = auth.principal(&req, token.as_deref())?;
+                    check(&p, Action::Subscribe, Some(&character))?;
+                    subscribe(req, &url, env, &character, &p).await
+                }
+                "commands" => {
+                    check(
+                        &auth.principal(&req, None)?,
+                        Action::Publish,
+                        Some(&character),
+                    )?;
+                    publish(req, env, &character).await
+                }
+                "say" => {
+                    check(
+                        &auth.principal(&req, None)?,
+                        Action::Publish,
+                        Some(&character),
+                    )?;
+                    say(req, env, &character).await
+                }
+                _ => {
+                    check(
+                        &auth.principal(&req, None)?,
+                        Action::History,
+                        Some(&character),
+                    )?;
+                    history(&url, env, &character).await
+                }
             }
         }
         ["v1", "broadcast"] => {
             allow(&method, &[Method::Post])?;
-            broadcast(req, &env).await
+            let p = Auth::from_env(env).principal(&req, None)?;
+            broadcast(req, env, &p).await
+        }
+        ["v1", "admin", rest @ ..] => {
+            let p = Auth::from_env(env).principal(&req, None)?;
+            admin(rest, &method, &url, env, &p).await
         }
         _ => Err(AppError::not_found(format!("no route for {path}"))),
     }
@@ -105,7 +191,13 @@ fn object_url(path: &str, url: &Url) -> String {
     }
 }
 
-async fn subscribe(req: Request, url: &Url, env: &Env, character: &CharacterId) -> Handled {
+async fn subscribe(
+    req: Request,
+    url: &Url,
+    env: &Env,
+    character: &CharacterId,
+    principal: &Principal,
+) -> Handled {
     // Validated here so that a bad request never opens a socket.
     parse_subscribe_query(&query_pairs(url))?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
@@ -122,8 +214,14 @@ async fn subscribe(req: Request, url: &Url, env: &Env, character: &CharacterId) 
         }
     }
     headers.set(H_CHARACTER, character.as_str())?;
-    headers.set(H_CAN_PUBLISH, "true")?;
-    headers.delete(H_USER)?;
+    let publish = can_publish(principal, character);
+    headers.set(H_CAN_PUBLISH, if publish { "true" } else { "false" })?;
+    if let Principal::Token(claims) = principal {
+        headers.set(H_USER, &claims.sub)?;
+    }
+    if let Some(exp) = token_expiry(principal) {
+        headers.set(H_EXPIRES, &exp.saturating_mul(1000).to_string())?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let forwarded = Request::new_with_init(&object_url("/subscribe", url), &init)?;
@@ -178,6 +276,24 @@ async fn publish(req: Request, env: &Env, character: &CharacterId) -> Handled {
     post_to_object(env, character, &body).await
 }
 
+/// Derives commands from text, publishes them, and answers like `commands`
+/// plus the derived commands.
+async fn say(req: Request, env: &Env, character: &CharacterId) -> Handled {
+    let body = read_body(req).await?;
+    let commands = crate::say::derive(env, &body)?;
+    let derived: Vec<serde_json::Value> = commands.iter().map(command_json).collect();
+    let forward = serde_json::json!({ "commands": derived }).to_string();
+    let mut resp = post_to_object(env, character, forward.as_bytes()).await?;
+    if resp.status_code() != 200 {
+        return Ok(resp);
+    }
+    let mut answer: serde_json::Value = resp.json().await?;
+    if let Some(obj) = answer.as_object_mut() {
+        obj.insert("commands".to_string(), serde_json::Value::Array(derived));
+    }
+    Ok(json_response(200, &answer.to_string())?)
+}
+
 async fn history(url: &Url, env: &Env, character: &CharacterId) -> Handled {
     parse_history_query(&query_pairs(url))?;
     let headers = Headers::new();
@@ -205,9 +321,12 @@ struct PublishAnswer {
 }
 
 /// Publishes one command to many characters, all objects at once.
-async fn broadcast(req: Request, env: &Env) -> Handled {
+async fn broadcast(req: Request, env: &Env, principal: &Principal) -> Handled {
     let body = read_body(req).await?;
     let (characters, command) = parse_broadcast_body(&body)?;
+    for c in &characters {
+        check(principal, Action::Publish, Some(c))?;
+    }
     let one = serde_json::json!({ "commands": [command_json(&command)] }).to_string();
     let calls = characters.iter().map(|c| async {
         let mut resp = post_to_object(env, c, one.as_bytes()).await?;
@@ -241,4 +360,80 @@ async fn broadcast(req: Request, env: &Env) -> Handled {
         200,
         &serde_json::json!({ "results": results }).to_string(),
     )?)
+}
+
+fn get_from_object(
+    path: &str,
+    url: &Url,
+    method: Method,
+) -> std::result::Result<Request, AppError> {
+    let mut init = RequestInit::new();
+    init.with_method(method);
+    Ok(Request::new_with_init(&object_url(path, url), &init)?)
+}
+
+/// `/v1/admin/...`: listing across characters (registry), one character's
+/// subscribers and kicks (its object), and the event log (KV).
+async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Principal) -> Handled {
+    match rest {
+        ["subscriptions"] => {
+            allow(method, &[Method::Get])?;
+            check(p, Action::Admin, None)?;
+            let stub = env
+                .durable_object(registry::BINDING)?
+                .get_by_name(registry::INSTANCE)?;
+            let req = get_from_object("/list", url, Method::Get)?;
+            Ok(stub.fetch_with_request(req).await?)
+        }
+        ["characters", name, "subscriptions"] => {
+            allow(method, &[Method::Get])?;
+            let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
+            check(p, Action::Admin, Some(&character))?;
+            let req = get_from_object("/subscriptions", url, Method::Get)?;
+            req.headers().set(H_CHARACTER, character.as_str())?;
+            Ok(stub(env, &character)?.fetch_with_request(req).await?)
+        }
+        ["characters", name, "subscriptions", client_id] => {
+            allow(method, &[Method::Delete])?;
+            let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
+            check(p, Action::Admin, Some(&character))?;
+            let client_id = percent_decode(client_id);
+            if client_id.is_empty()
+                || client_id.len() > 64
+                || !client_id.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(AppError::not_found(format!(
+                    "no client {client_id:?} on this character"
+                )));
+            }
+            let path = format!("/subscriptions/{client_id}");
+            let req = get_from_object(&path, url, Method::Delete)?;
+            req.headers().set(H_CHARACTER, character.as_str())?;
+            Ok(stub(env, &character)?.fetch_with_request(req).await?)
+        }
+        ["logs"] => {
+            allow(method, &[Method::Get])?;
+            let pairs = query_pairs(url);
+            let character = match pairs.iter().find(|(k, _)| k == "character") {
+                Some((_, c)) => Some(CharacterId::parse(c).map_err(ApiError::from)?),
+                None => None,
+            };
+            check(p, Action::Admin, character.as_ref())?;
+            let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+                None => 100,
+                Some((_, v)) => match v.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => {
+                        return Err(AppError::bad_request(format!(
+                            "`limit` must be an integer from 1 to 1000, got {v:?}"
+                        )))
+                    }
+                },
+            };
+            let events = kv::read_logs(env, character.as_ref().map(|c| c.as_str()), limit).await?;
+            let body = serde_json::json!({ "events": events }).to_string();
+            Ok(json_response(200, &body)?)
+        }
+        _ => Err(AppError::not_found(format!("no route for {}", url.path()))),
+    }
 }

@@ -119,9 +119,11 @@ impl Store {
         Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
     }
 
-    /// Stores newly published commands and their idempotency keys, then trims
-    /// history to the newest `history_limit` rows.
-    pub fn append(&self, rows: &[StoredCommand], history_limit: u64) -> worker::Result<()> {
+    /// Stores newly published commands and their idempotency keys. Older rows
+    /// leave only through the archive (`delete_through`), except past
+    /// `hard_cap` rows, a guard against unbounded growth when the archive
+    /// keeps failing.
+    pub fn append(&self, rows: &[StoredCommand], hard_cap: u64) -> worker::Result<()> {
         let Some(last) = rows.last() else {
             return Ok(());
         };
@@ -150,11 +152,14 @@ impl Store {
             }
         }
         self.set_meta("seq", &last.seq.to_string())?;
-        if last.seq > history_limit {
-            self.sql.exec(
+        if last.seq > hard_cap {
+            let cursor = self.sql.exec(
                 "DELETE FROM commands WHERE seq <= ?",
-                vec![int(last.seq - history_limit)],
+                vec![int(last.seq - hard_cap)],
             )?;
+            if cursor.rows_written() > 0 {
+                console_error!("history over its hard cap: dropped unarchived commands");
+            }
         }
         self.sql.exec(
             "DELETE FROM idempotency WHERE ts < ?",
@@ -173,6 +178,29 @@ impl Store {
             )?
             .to_array()?;
         Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// Stored commands with seq in `from..=to`, oldest first.
+    pub fn range(&self, from: u64, to: u64) -> worker::Result<Vec<StoredCommand>> {
+        let rows: Vec<CommandRow> = self
+            .sql
+            .exec(
+                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq >= ? AND seq <= ? ORDER BY seq",
+                vec![int(from), int(to)],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// Removes rows up to `to` once they are archived, and remembers that.
+    pub fn delete_through(&self, to: u64) -> worker::Result<()> {
+        self.sql
+            .exec("DELETE FROM commands WHERE seq <= ?", vec![int(to)])?;
+        self.set_meta("archived_through", &to.to_string())
+    }
+
+    pub fn meta_u64(&self, key: &str) -> worker::Result<Option<u64>> {
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()))
     }
 
     /// Idempotency keys younger than the window, to restore after a wake.

@@ -4,13 +4,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
+import { track } from "./helpers.mjs";
 
 const BASE = process.env.GATEWAY_BATCH_URL;
 const skip = BASE ? false : "GATEWAY_BATCH_URL is not set (make test sets it)";
 const uniq = () => `batch-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
 
 async function open(character, topics) {
-  const ws = new WebSocket(`${BASE.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?topics=${topics}`);
+  const ws = track(new WebSocket(`${BASE.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?topics=${topics}`));
   const frames = [];
   ws.on("message", (d) => frames.push(JSON.parse(d.toString())));
   await new Promise((r, j) => { ws.once("open", r); ws.once("error", j); });

@@ -1,6 +1,21 @@
 // Shared helpers for the integration tests: the base URL of the server under
 // test, JSON HTTP calls, and WebSocket clients that record every frame.
+import { after } from "node:test";
 import WebSocket from "ws";
+
+// Every socket a test opens is terminated when its file ends, passed or
+// failed, so a failing test can never keep the process (and CI) waiting.
+const openSockets = new Set();
+/**
+ * Options for every test socket. A close the server starts outside the
+ * socket's own event (an admin kick, a token expiry) completes its closing
+ * handshake, but local `wrangler dev` then leaves the TCP connection open;
+ * like a browser, the client ends it itself shortly after the handshake.
+ */
+export const WS_OPTIONS = { closeTimeout: 500 };
+after(() => { for (const ws of openSockets) ws.terminate(); });
+/** Registers a socket opened outside these helpers for termination at the end. */
+export function track(ws) { openSockets.add(ws); return ws; }
 
 export const BASE = process.env.GATEWAY_URL ?? "http://127.0.0.1:8787";
 export const WS_BASE = BASE.replace(/^http/, "ws");
@@ -35,7 +50,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function subscribe(character, query = {}, { headers } = {}) {
   const qs = new URLSearchParams(query).toString();
   const url = `${WS_BASE}/v1/characters/${encodeURIComponent(character)}/subscribe${qs ? "?" + qs : ""}`;
-  const ws = new WebSocket(url, { headers });
+  const ws = new WebSocket(url, { headers, ...WS_OPTIONS });
+  openSockets.add(ws);
   const client = { ws, frames: [], closed: null, waiters: [] };
   ws.on("message", (data, isBinary) => {
     const text = isBinary ? data : data.toString();
@@ -96,4 +112,36 @@ export function assertError(assert, res, status, code) {
   assert.equal(res.json?.error?.code, code, `code in ${res.text}`);
   assert.equal(typeof res.json?.error?.message, "string", `message in ${res.text}`);
   assert.ok(res.json.error.message.length > 0);
+}
+
+import { createHmac } from "node:crypto";
+
+const b64url = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+
+/** Signs a JWT with an HMAC algorithm (HS256/HS384/HS512), or `none`. */
+export function makeJwt(claims, secret, alg = "HS256") {
+  const head = b64url({ alg, typ: "JWT" }) + "." + b64url(claims);
+  if (alg === "none") return head + ".";
+  const hash = { HS256: "sha256", HS384: "sha384", HS512: "sha512" }[alg];
+  return head + "." + createHmac(hash, secret).update(head).digest("base64url");
+}
+
+export const nowS = () => Math.floor(Date.now() / 1000);
+
+/**
+ * Tries a WebSocket upgrade and resolves with the HTTP status: 101 when the
+ * socket opened (it is closed again at once), else the refusal's status and body.
+ */
+export function tryUpgrade(url, headers = {}) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { headers, ...WS_OPTIONS });
+    openSockets.add(ws);
+    ws.on("unexpected-response", (_req, res) => {
+      let b = "";
+      res.on("data", (d) => { b += d; });
+      res.on("end", () => { let body = null; try { body = JSON.parse(b); } catch { body = b; } resolve({ status: res.statusCode, body }); });
+    });
+    ws.on("open", () => { ws.terminate(); resolve({ status: 101 }); });
+    ws.on("error", () => {});
+  });
 }

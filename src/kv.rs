@@ -1,0 +1,134 @@
+//! Workers KV: event-log batches in `ANIMATION_LOGS` and archived history
+//! pages in `ANIMATION_HISTORY`. Every call here runs off the publish path.
+
+use futures_util::future::join_all;
+use routing::archive::{decode_page, page_bounds, page_key, page_of};
+use routing::events::{key_character, log_key, newest_first, LogEvent, LOG_PREFIX};
+use routing::hub::StoredCommand;
+use routing::topic::CharacterId;
+use worker::{Env, KvStore};
+
+pub const LOGS: &str = "ANIMATION_LOGS";
+pub const HISTORY: &str = "ANIMATION_HISTORY";
+/// KV refuses TTLs under a minute.
+const MIN_TTL_SECONDS: u64 = 60;
+
+fn kv(env: &Env, binding: &str) -> worker::Result<KvStore> {
+    env.kv(binding)
+}
+
+fn err(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
+fn nonce() -> String {
+    format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32)
+}
+
+/// Writes one batch of events under a fresh key (so no key is written twice).
+pub async fn write_logs(
+    env: &Env,
+    character: Option<&str>,
+    events: &[LogEvent],
+    ttl_seconds: u64,
+) -> worker::Result<()> {
+    let Some(newest) = events.iter().map(|e| e.ts).max() else {
+        return Ok(());
+    };
+    let body = serde_json::to_string(events).map_err(err)?;
+    kv(env, LOGS)?
+        .put(&log_key(newest, character, &nonce()), body)
+        .map_err(err)?
+        .expiration_ttl(ttl_seconds.max(MIN_TTL_SECONDS))
+        .execute()
+        .await
+        .map_err(err)
+}
+
+/// The newest `limit` events, optionally of one character. Each key holds at
+/// least one event no older than any event of a later key, so the first
+/// `limit` matching keys contain the newest `limit` events.
+pub async fn read_logs(
+    env: &Env,
+    character: Option<&str>,
+    limit: usize,
+) -> worker::Result<Vec<LogEvent>> {
+    let store = kv(env, LOGS)?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _page in 0..20 {
+        let mut list = store.list().prefix(LOG_PREFIX.to_string()).limit(1000);
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await.map_err(err)?;
+        for key in page.keys {
+            if character.is_none() || key_character(&key.name) == character {
+                keys.push(key.name);
+            }
+        }
+        if keys.len() >= limit || page.list_complete {
+            break;
+        }
+        match page.cursor {
+            Some(c) if !c.is_empty() => cursor = Some(c),
+            _ => break,
+        }
+    }
+    keys.truncate(limit);
+    let mut batches = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(50) {
+        let reads = chunk.iter().map(|k| store.get(k).json::<Vec<LogEvent>>());
+        for r in join_all(reads).await {
+            if let Ok(Some(batch)) = r {
+                batches.push(batch);
+            }
+        }
+    }
+    Ok(newest_first(batches, character, limit))
+}
+
+pub async fn put_page(env: &Env, key: &str, body: String) -> worker::Result<()> {
+    kv(env, HISTORY)?
+        .put(key, body)
+        .map_err(err)?
+        .execute()
+        .await
+        .map_err(err)
+}
+
+/// Archived commands with seq in `from..=to`, oldest first. A page that is
+/// missing or unreadable leaves a gap, which callers detect with `covers`.
+pub async fn read_pages(
+    env: &Env,
+    character: &CharacterId,
+    epoch: &str,
+    from: u64,
+    to: u64,
+    size: u64,
+) -> worker::Result<Vec<StoredCommand>> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let store = kv(env, HISTORY)?;
+    let pages: Vec<u64> = (page_of(from, size)..=page_of(to, size)).collect();
+    let mut rows = Vec::new();
+    for chunk in pages.chunks(20) {
+        let reads = chunk
+            .iter()
+            .map(|p| store.get(&page_key(character, epoch, *p)).text());
+        for (page, r) in chunk.iter().zip(join_all(reads).await) {
+            let (lo, hi) = page_bounds(*page, size);
+            if let Ok(Some(text)) = r {
+                if let Some(page_rows) = decode_page(&text) {
+                    rows.extend(
+                        page_rows
+                            .into_iter()
+                            .filter(|r| r.seq >= from.max(lo) && r.seq <= to.min(hi)),
+                    );
+                }
+            }
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,127 @@
+//! The registry object: one instance that knows which characters have
+//! subscribers, so the admin listing reads one place instead of waking every
+//! character. Character objects report their subscriber summary (coalesced)
+//! whenever it changes; each report carries a version so a late report never
+//! overwrites a newer one.
+
+use serde::Deserialize;
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage, State,
+};
+
+use crate::error::{json_response, AppError};
+
+pub const BINDING: &str = "REGISTRY";
+pub const INSTANCE: &str = "global";
+
+#[durable_object]
+pub struct Registry {
+    state: State,
+    #[allow(dead_code)]
+    env: Env,
+}
+
+#[derive(Deserialize)]
+pub struct Report {
+    pub character: String,
+    pub subscribers: u64,
+    pub topics: serde_json::Map<String, serde_json::Value>,
+    pub version: u64,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    character: String,
+    subscribers: f64,
+    topics: String,
+}
+
+#[derive(Deserialize)]
+struct VersionRow {
+    version: f64,
+}
+
+impl DurableObject for Registry {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let sql = self.state.storage().sql();
+        let result = match (req.method(), req.path().as_str()) {
+            (Method::Post, "/report") => match req.json::<Report>().await {
+                Ok(report) => record(&sql, &report).map(|()| json_response(200, "{}")),
+                Err(e) => Err(AppError::bad_request(format!("bad report: {e}"))),
+            },
+            (Method::Get, "/list") => list(&sql).map(|body| json_response(200, &body)),
+            _ => Err(AppError::not_found("no registry route")),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+fn ensure_table(sql: &SqlStorage) -> worker::Result<()> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS characters (character TEXT PRIMARY KEY, subscribers INTEGER NOT NULL, \
+         topics TEXT NOT NULL, version INTEGER NOT NULL)",
+        None,
+    )?;
+    Ok(())
+}
+
+fn record(sql: &SqlStorage, r: &Report) -> std::result::Result<(), AppError> {
+    ensure_table(sql)?;
+    let known: Vec<VersionRow> = sql
+        .exec(
+            "SELECT version FROM characters WHERE character = ?",
+            vec![r.character.as_str().into()],
+        )?
+        .to_array()?;
+    if known.first().is_some_and(|k| k.version as u64 > r.version) {
+        return Ok(());
+    }
+    if r.subscribers == 0 {
+        sql.exec(
+            "DELETE FROM characters WHERE character = ?",
+            vec![r.character.as_str().into()],
+        )?;
+    } else {
+        let topics = serde_json::Value::Object(r.topics.clone()).to_string();
+        sql.exec(
+            "INSERT INTO characters (character, subscribers, topics, version) VALUES (?, ?, ?, ?) \
+             ON CONFLICT(character) DO UPDATE SET subscribers = excluded.subscribers, \
+             topics = excluded.topics, version = excluded.version",
+            vec![
+                r.character.as_str().into(),
+                (r.subscribers as i64).into(),
+                topics.into(),
+                (r.version as i64).into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
+    ensure_table(sql)?;
+    let rows: Vec<Row> = sql
+        .exec(
+            "SELECT character, subscribers, topics FROM characters WHERE subscribers > 0 ORDER BY character",
+            None,
+        )?
+        .to_array()?;
+    let mut total = 0u64;
+    let characters: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            total += r.subscribers as u64;
+            let topics: serde_json::Value =
+                serde_json::from_str(&r.topics).unwrap_or_else(|_| serde_json::json!({}));
+            serde_json::json!({"character": r.character, "subscribers": r.subscribers as u64, "topics": topics})
+        })
+        .collect();
+    Ok(serde_json::json!({"characters": characters, "total_subscribers": total}).to_string())
+}
