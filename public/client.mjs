@@ -1,0 +1,437 @@
+// Animation gateway client: a small, dependency-free ES module for browsers and
+// Node (wire contract v1, docs/protocol.md).
+//
+//   Browser:  import { subscribe, publish } from "/client.mjs";
+//   Node 20:  import WebSocket from "ws";
+//             import { subscribe } from "./public/client.mjs";
+//             subscribe("alice", { baseUrl: "http://127.0.0.1:8787", WebSocket, ... });
+//
+// `subscribe` keeps one WebSocket to /v1/characters/{character}/subscribe open,
+// reconnects after unexpected closes with exponential backoff and full jitter,
+// resumes with `since`/`epoch` so no command is missed, drops duplicates, and
+// reports history gaps through `onGap`. It never reconnects after the close
+// codes 4001 (token expired), 4003 (rights withdrawn) or 4010 (disconnected by
+// an admin), nor after an HTTP refusal of the upgrade that Node can see
+// (400/401/403/404; browsers cannot see the status of a refused upgrade).
+
+/**
+ * A `command` frame (contract §2).
+ * @typedef {object} Command
+ * @property {"command"} type
+ * @property {string} character
+ * @property {string} topic
+ * @property {number} seq
+ * @property {string} epoch
+ * @property {number} ts            server time, ms since the Unix epoch
+ * @property {string} name
+ * @property {Record<string, unknown>} params
+ * @property {number|null} duration_ms
+ * @property {string|null} id
+ */
+
+/**
+ * What `onGap` receives: commands after `since` up to `seq` may be missing.
+ * @typedef {object} GapInfo
+ * @property {"history"|"epoch"} reason  "history": the server no longer holds every
+ *   command after `since` (or `since` was ahead of it); "epoch": the character's stored
+ *   history was lost, so seqs restarted under a new epoch.
+ * @property {number|null} since      the seq the client resumed from (null: none)
+ * @property {number} seq             the character's latest seq the server reported
+ * @property {string|null} epoch      the epoch now in force
+ * @property {string|null} previousEpoch the epoch the client knew before (when it changed)
+ * @property {object} [frame]         the `recovered` / `welcome` / `command` frame that revealed the gap
+ */
+
+/**
+ * @typedef {"connecting"|"open"|"reconnecting"|"closed"} ClientState
+ *   connecting: a socket is being opened; open: `welcome` arrived; reconnecting: waiting
+ *   out the backoff before the next attempt; closed: final, no more attempts.
+ */
+
+/**
+ * Details passed with each state change.
+ * @typedef {object} StateDetail
+ * @property {number} [code]       close code of the socket that just ended
+ * @property {string} [reason]     close reason (or a description of the local cause)
+ * @property {number} [httpStatus] status of a refused upgrade (Node only)
+ * @property {number} [attempt]    reconnect attempt number (1 = first retry)
+ * @property {number} [delayMs]    backoff delay before that attempt
+ * @property {boolean} [fatal]     true when the close code forbids reconnecting
+ * @property {boolean} [byClient]  true when `close()` ended the client
+ */
+
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {string} [baseUrl]     origin of the gateway, http(s):// or ws(s)://, optionally
+ *   with a path prefix. Default: the page's origin (`location.origin`) in browsers.
+ * @property {string} [url]         alias of `baseUrl`
+ * @property {string[]|string} [topics] filters (array or comma-separated); none = `>`
+ * @property {number} [since]       resume after this seq on the first connect
+ * @property {string} [epoch]       the epoch `since` belongs to
+ * @property {string|(() => string|Promise<string>)} [token] JWT sent as `?token=`;
+ *   a function is called before every connect (to refresh it)
+ * @property {boolean} [presence]   ask for `presence` frames (delivered to `onPresence`)
+ * @property {Record<string,string>} [headers] extra upgrade headers (Node `ws` only, e.g.
+ *   `{"X-API-Key": "..."}` or `{"Authorization": "Bearer ..."}`); ignored by browsers
+ * @property {(cmd: Command, meta: {replay: boolean}) => void} [onCommand] each new command,
+ *   in seq order, exactly once; `replay` is true for commands replayed after a resume
+ * @property {(gap: GapInfo) => void} [onGap]
+ * @property {(state: ClientState, detail: StateDetail) => void} [onState]
+ * @property {(frame: object) => void} [onFrame]     every parsed frame, before handling
+ * @property {(welcome: object) => void} [onWelcome] each `welcome` frame
+ * @property {(frame: object) => void} [onRecovered] each `recovered` frame
+ * @property {(frame: object) => void} [onPresence]  each `presence` frame
+ * @property {(info: {code: number, reason: string, fatal?: boolean, byClient?: boolean, httpStatus?: number}) => void} [onClose]
+ *   called once, when the client ends for good
+ * @property {(err: unknown) => void} [onError]      socket errors, error frames, callback throws
+ * @property {typeof WebSocket} [WebSocket] WebSocket implementation; default: the global one
+ *   (Node 20 has none: pass `WebSocket` from the `ws` package)
+ * @property {{initialMs?: number, maxMs?: number, factor?: number, resetAfterMs?: number}} [backoff]
+ *   reconnect delay: random(0, min(maxMs, initialMs * factor^(attempt-1))); defaults
+ *   500 / 30000 / 2; the attempt counter resets after a connection that got `welcome`
+ *   and stayed open `resetAfterMs` (default 3000)
+ * @property {number} [pingIntervalMs] keep-alive: send `ping` this often (default 25000; 0 = off)
+ * @property {number} [pongTimeoutMs]  drop the socket when nothing (no `pong`, no frame)
+ *   arrives this long after a `ping` (default min(10000, pingIntervalMs))
+ * @property {number} [connectTimeoutMs] give up on a connect without `welcome` after this
+ *   long and retry (default 15000)
+ * @property {number[]} [fatalCloseCodes] close codes that end the client (default [4001, 4003, 4010])
+ */
+
+/**
+ * @typedef {object} Subscription
+ * @property {() => void} close    stop for good: closes the socket (code 1000), cancels timers
+ * @property {number|null} seq     the seq the client is caught up to: the last delivered
+ *   command's seq, or higher when the server confirmed nothing matching came in between
+ *   (`welcome` of a fresh start, `recovered`); sent as `since` on reconnect
+ * @property {number|null} lastDeliveredSeq the seq of the last command given to `onCommand`
+ * @property {string|null} epoch   the character's epoch as last seen
+ * @property {ClientState} state
+ * @property {string|null} clientId the `client_id` of the current (or last) connection
+ * @property {number} connections  how many sockets were opened so far
+ * @property {(frame: object|string) => boolean} send send a raw frame on the live socket
+ *   (false when none is open); note `subscribe`/`unsubscribe` frames are not replayed on reconnect
+ */
+
+const DEFAULT_FATAL = [4001, 4003, 4010];
+const FATAL_HTTP = [400, 401, 403, 404];
+
+/**
+ * Subscribes to a character's animation commands and keeps the subscription alive.
+ * @param {string} character
+ * @param {SubscribeOptions} [options]
+ * @returns {Subscription}
+ */
+export function subscribe(character, options = {}) {
+  if (typeof character !== "string" || !character) throw new TypeError("subscribe: character must be a non-empty string");
+  const o = options;
+  const WS = o.WebSocket ?? globalThis.WebSocket;
+  if (typeof WS !== "function") throw new TypeError("subscribe: no WebSocket implementation (pass options.WebSocket, e.g. from the `ws` package)");
+  const base = wsBase(o.baseUrl ?? o.url);
+  const topics = Array.isArray(o.topics) ? o.topics.join(",") : (o.topics ?? "");
+  const bo = { initialMs: 500, maxMs: 30000, factor: 2, resetAfterMs: 3000, ...(o.backoff ?? {}) };
+  const pingIntervalMs = o.pingIntervalMs ?? 25000;
+  const pongTimeoutMs = o.pongTimeoutMs ?? Math.min(10000, pingIntervalMs || 10000);
+  const connectTimeoutMs = o.connectTimeoutMs ?? 15000;
+  const fatalCodes = o.fatalCloseCodes ?? DEFAULT_FATAL;
+
+  /** @type {number|null} */ let cursor = Number.isInteger(o.since) ? o.since : null;
+  /** @type {number|null} */ let lastDelivered = null;
+  /** @type {string|null} */ let epoch = o.epoch ?? null;
+  /** @type {ClientState} */ let state = "connecting";
+  /** @type {string|null} */ let clientId = null;
+  let ws = null;          // the live socket
+  let attempt = 0;        // consecutive failed attempts
+  let connections = 0;
+  let stopped = false;
+  let retryTimer = null, pingTimer = null, pongTimer = null, connectTimer = null;
+  // Per-connection state.
+  let conn = null;
+
+  const call = (fn, ...args) => {
+    if (typeof fn !== "function") return;
+    try { fn(...args); } catch (err) { if (fn !== o.onError) call(o.onError, err); }
+  };
+  const setState = (s, detail = {}) => { state = s; call(o.onState, s, detail); };
+
+  function clearTimers() {
+    clearTimeout(retryTimer); clearInterval(pingTimer); clearTimeout(pongTimer); clearTimeout(connectTimer);
+    retryTimer = pingTimer = pongTimer = connectTimer = null;
+  }
+
+  /** Detaches every handler from a socket and closes it without waiting. */
+  function discard(sock, code = 1000, reason = "") {
+    if (!sock) return;
+    sock.onopen = sock.onmessage = sock.onclose = null;
+    sock.onerror = () => {}; // `ws` throws on an 'error' event without a listener
+    try {
+      if (code !== 1000 && typeof sock.terminate === "function") sock.terminate();
+      else sock.close(code, reason);
+    } catch { try { sock.terminate?.(); } catch { /* already gone */ } }
+  }
+
+  async function connect() {
+    if (stopped) return;
+    setState("connecting", { attempt });
+    let token = o.token;
+    if (typeof token === "function") {
+      try { token = await token(); } catch (err) { call(o.onError, err); token = undefined; }
+      if (stopped) return;
+    }
+    const q = new URLSearchParams();
+    if (topics) q.set("topics", topics);
+    const resumeFrom = cursor;
+    if (resumeFrom !== null) {
+      q.set("since", String(resumeFrom));
+      if (epoch) q.set("epoch", epoch);
+    }
+    if (o.presence) q.set("presence", "true");
+    if (token) q.set("token", String(token));
+    const qs = q.toString();
+    const url = `${base}/v1/characters/${encodeURIComponent(character)}/subscribe${qs ? "?" + qs : ""}`;
+    let sock;
+    try {
+      sock = o.headers ? new WS(url, undefined, { headers: o.headers }) : new WS(url);
+    } catch (err) {
+      call(o.onError, err);
+      return fail({ code: 1006, reason: String(err?.message ?? err) });
+    }
+    connections += 1;
+    ws = sock;
+    conn = { sock, welcomed: false, welcomedAt: 0, resumeFrom, expectRecovered: resumeFrom !== null, pendingEpochGap: null, replaying: resumeFrom !== null, httpStatus: undefined };
+    const c = conn;
+    connectTimer = setTimeout(() => {
+      if (conn !== c || c.welcomed) return;
+      drop(c, 4000, "connect timeout");
+    }, connectTimeoutMs);
+    sock.onopen = () => { if (conn === c) startKeepAlive(c); };
+    sock.onmessage = (ev) => { if (conn === c) onMessage(c, ev.data); };
+    sock.onerror = (ev) => {
+      if (conn !== c) return;
+      const msg = ev?.message ?? ev?.error?.message ?? "";
+      const m = /Unexpected server response: (\d{3})/.exec(msg);
+      if (m) c.httpStatus = Number(m[1]);
+      call(o.onError, ev?.error ?? new Error(msg || "websocket error"));
+    };
+    sock.onclose = (ev) => {
+      if (conn !== c) return;
+      ended(c, { code: ev?.code ?? 1006, reason: String(ev?.reason ?? "") });
+    };
+  }
+
+  function startKeepAlive(c) {
+    clearInterval(pingTimer);
+    if (!pingIntervalMs) return;
+    pingTimer = setInterval(() => {
+      if (conn !== c) return;
+      try { c.sock.send("ping"); } catch { return drop(c, 4000, "ping failed"); }
+      if (!pongTimer) pongTimer = setTimeout(() => { if (conn === c) drop(c, 4000, "keep-alive timeout"); }, pongTimeoutMs);
+    }, pingIntervalMs);
+  }
+
+  /** Any sign of life from the server clears the keep-alive deadline. */
+  function alive() { clearTimeout(pongTimer); pongTimer = null; }
+
+  /** Local decision to abandon the current socket (dead or stuck) and reconnect. */
+  function drop(c, code, reason) {
+    discard(c.sock, code, reason);
+    ended(c, { code: 1006, reason });
+  }
+
+  function ended(c, { code, reason }) {
+    if (conn !== c) return;
+    conn = null; ws = null;
+    clearTimers();
+    discard(c.sock);
+    if (stopped) return;
+    if (fatalCodes.includes(code)) return finish({ code, reason, fatal: true });
+    if (!c.welcomed && c.httpStatus && FATAL_HTTP.includes(c.httpStatus)) {
+      return finish({ code, reason: reason || `upgrade refused with HTTP ${c.httpStatus}`, fatal: true, httpStatus: c.httpStatus });
+    }
+    if (c.welcomed && Date.now() - c.welcomedAt >= bo.resetAfterMs) attempt = 0;
+    fail({ code, reason, httpStatus: c.httpStatus });
+  }
+
+  function fail(detail) {
+    if (stopped) return;
+    attempt += 1;
+    const cap = Math.min(bo.maxMs, bo.initialMs * Math.pow(bo.factor, attempt - 1));
+    const delayMs = Math.floor(Math.random() * cap);
+    setState("reconnecting", { ...detail, attempt, delayMs });
+    retryTimer = setTimeout(() => { retryTimer = null; connect(); }, delayMs);
+  }
+
+  function finish(info) {
+    stopped = true;
+    clearTimers();
+    setState("closed", info);
+    call(o.onClose, info);
+  }
+
+  function onMessage(c, data) {
+    alive();
+    if (typeof data !== "string") {
+      // Some Node WebSocket implementations hand text over as a Buffer; anything else
+      // (Blob, ArrayBuffer) is a binary frame, which the protocol does not use.
+      if (data?.constructor?.name === "Buffer") data = data.toString("utf8");
+      else return;
+    }
+    if (data === "pong") return;
+    let frame;
+    try { frame = JSON.parse(data); } catch { return call(o.onError, new Error(`unparseable frame: ${String(data).slice(0, 100)}`)); }
+    if (!frame || typeof frame !== "object") return;
+    call(o.onFrame, frame);
+    if (conn !== c) return; // a callback closed us
+    switch (frame.type) {
+      case "welcome": return onWelcome(c, frame);
+      case "command": return deliver(c, frame);
+      case "batch":
+        for (const cmd of frame.commands ?? []) { if (conn !== c) return; deliver(c, cmd); }
+        return;
+      case "recovered": return onRecovered(c, frame);
+      case "presence": return call(o.onPresence, frame);
+      case "error": return call(o.onError, Object.assign(new Error(`${frame.code}: ${frame.message}`), { frame }));
+      default: return;
+    }
+  }
+
+  function onWelcome(c, w) {
+    c.welcomed = true;
+    c.welcomedAt = Date.now();
+    clearTimeout(connectTimer); connectTimer = null;
+    clientId = w.client_id ?? null;
+    const previousEpoch = epoch;
+    if (typeof w.epoch === "string") {
+      if (previousEpoch && w.epoch !== previousEpoch) {
+        // History was lost: seqs of the old epoch mean nothing any more.
+        c.pendingEpochGap = { reason: "epoch", since: cursor, seq: w.seq, epoch: w.epoch, previousEpoch, frame: w };
+        cursor = 0; lastDelivered = null;
+      }
+      epoch = w.epoch;
+    }
+    if (c.resumeFrom === null) {
+      // Fresh start: live delivery begins after the seq the server has now.
+      if (Number.isInteger(w.seq)) cursor = c.pendingEpochGap ? w.seq : Math.max(cursor ?? 0, w.seq);
+    }
+    call(o.onWelcome, w);
+    if (conn !== c) return;
+    setState("open", { clientId, epoch, seq: w.seq });
+    if (c.pendingEpochGap && !c.expectRecovered) {
+      const gap = c.pendingEpochGap; c.pendingEpochGap = null;
+      call(o.onGap, gap);
+    }
+  }
+
+  function onRecovered(c, r) {
+    c.replaying = false;
+    c.expectRecovered = false;
+    const epochGap = c.pendingEpochGap; c.pendingEpochGap = null;
+    if (r.complete === false || epochGap) {
+      call(o.onGap, {
+        reason: epochGap ? "epoch" : "history",
+        since: r.since ?? c.resumeFrom,
+        seq: r.seq,
+        epoch,
+        previousEpoch: epochGap ? epochGap.previousEpoch : null,
+        frame: r,
+      });
+    }
+    // Everything matching up to r.seq has been replayed (or is lost): move on. After an
+    // incomplete recovery the server's seq is authoritative (our `since` may even have
+    // been ahead of it); live commands follow r.seq.
+    if (Number.isInteger(r.seq)) {
+      if (r.complete === false || epochGap || cursor === null || r.seq > cursor) cursor = r.seq;
+    }
+    call(o.onRecovered, r);
+  }
+
+  function deliver(c, cmd) {
+    if (!cmd || !Number.isInteger(cmd.seq)) return;
+    if (typeof cmd.epoch === "string" && epoch && cmd.epoch !== epoch) {
+      const previousEpoch = epoch;
+      epoch = cmd.epoch;
+      cursor = 0; lastDelivered = null;
+      call(o.onGap, { reason: "epoch", since: null, seq: cmd.seq, epoch, previousEpoch, frame: cmd });
+    } else if (typeof cmd.epoch === "string") epoch = cmd.epoch;
+    if (cursor !== null && cmd.seq <= cursor) return; // duplicate (or out of order): already delivered
+    cursor = cmd.seq;
+    lastDelivered = cmd.seq;
+    call(o.onCommand, cmd, { replay: c.replaying });
+  }
+
+  /** @type {Subscription} */
+  const handle = {
+    close() {
+      if (stopped) return;
+      const c = conn;
+      conn = null; ws = null;
+      if (c) discard(c.sock, 1000, "client closed");
+      finish({ code: 1000, reason: "client closed", byClient: true });
+    },
+    send(frame) {
+      const sock = ws;
+      if (!sock || !conn?.welcomed || sock.readyState !== 1) return false;
+      try { sock.send(typeof frame === "string" ? frame : JSON.stringify(frame)); return true; } catch { return false; }
+    },
+    get seq() { return cursor; },
+    get lastDeliveredSeq() { return lastDelivered; },
+    get epoch() { return epoch; },
+    get state() { return state; },
+    get clientId() { return clientId; },
+    get connections() { return connections; },
+  };
+  connect();
+  return handle;
+}
+
+/**
+ * Publishes one command, or several (an array: `{"commands":[...]}`, up to 100).
+ * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
+ * @param {string} character
+ * @param {object|object[]} command `{topic?, name, params?, duration_ms?, id?}` or an array of them
+ * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * @returns {Promise<{character: string, epoch: string, seqs: number[], delivered: number}>}
+ *   rejects with an Error carrying `status` and `body` on a non-2xx answer
+ */
+export async function publish(baseUrl, character, command, opts = {}) {
+  const f = opts.fetch ?? globalThis.fetch;
+  const url = `${httpBase(baseUrl)}/v1/characters/${encodeURIComponent(character)}/commands`;
+  const headers = { "content-type": "application/json" };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.apiKey) headers[opts.apiKeyHeader ?? "X-API-Key"] = opts.apiKey;
+  const body = JSON.stringify(Array.isArray(command) ? { commands: command } : command);
+  const res = await f(url, { method: "POST", headers, body, signal: opts.signal });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = new Error(`publish failed: ${res.status} ${json?.error?.code ?? ""} ${json?.error?.message ?? text}`.trim());
+    err.status = res.status; err.body = json ?? text;
+    throw err;
+  }
+  return json;
+}
+
+function defaultOrigin() {
+  const loc = globalThis.location;
+  if (loc && loc.origin && loc.origin !== "null") return loc.origin;
+  throw new TypeError("no baseUrl given and no page origin to default to");
+}
+
+function trimSlash(u) { return u.replace(/\/+$/, ""); }
+
+/** http(s)/ws(s) base -> ws(s) base. */
+function wsBase(u) {
+  const b = trimSlash(u ?? defaultOrigin());
+  if (/^wss?:\/\//i.test(b)) return b;
+  if (/^https?:\/\//i.test(b)) return b.replace(/^http/i, "ws");
+  throw new TypeError(`baseUrl must start with http(s):// or ws(s)://: ${b}`);
+}
+
+/** http(s)/ws(s) base -> http(s) base. */
+function httpBase(u) {
+  const b = trimSlash(u ?? defaultOrigin());
+  if (/^https?:\/\//i.test(b)) return b;
+  if (/^wss?:\/\//i.test(b)) return b.replace(/^ws/i, "http");
+  throw new TypeError(`baseUrl must start with http(s):// or ws(s)://: ${b}`);
+}
