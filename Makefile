@@ -9,7 +9,7 @@ build: bootstrap
 	@scripts/build.sh
 
 dev: build
-	node_modules/.bin/wrangler dev -c wrangler.dev.toml --ip 127.0.0.1 --port 8787
+	node_modules/.bin/wrangler dev -c wrangler.dev.toml --ip 127.0.0.1 --port 8787 $(ARGS)
 
 test:
 	@scripts/test.sh

@@ -34,7 +34,9 @@ step "integration tests (node --test against wrangler dev)"
 source scripts/devserver.sh
 trap stop_dev_servers EXIT
 start_dev_server OPEN
-start_dev_server BATCHED --var BATCH_WINDOW_MS:100
+# Batching on, and say rules replaced by configuration.
+export TEST_SAY_RULES='{"rules":[{"name":"beep","pattern":"(?i)\\bbeep\\b","commands":[{"name":"beep_boop","topic":"face","duration_ms":100}]}]}'
+start_dev_server BATCHED --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RULES"
 # Auth on, with a small history so the KV archive is exercised.
 export TEST_JWT_SECRET="test-secret-$(date +%s)-$RANDOM" TEST_API_KEYS="key-one,key-two"
 start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \

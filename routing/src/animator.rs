@@ -508,19 +508,6 @@ fn uses_unicode_property(pattern: &str) -> bool {
     false
 }
 
-/// Counts serialized bytes without building the string.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Size of the command as a publish body object, the measure that
 /// `protocol::parse_command` applies (with `"id":null`, so an upper bound).
 fn command_json_len(
@@ -537,19 +524,13 @@ fn command_json_len(
         duration_ms: Option<u32>,
         id: Option<&'a str>,
     }
-    let mut c = ByteCounter(0);
-    // Strings, integers and JSON values into an infallible sink cannot fail.
-    let _ = serde_json::to_writer(
-        &mut c,
-        &Body {
-            topic,
-            name,
-            params,
-            duration_ms,
-            id: None,
-        },
-    );
-    c.0
+    crate::protocol::json_len(&Body {
+        topic,
+        name,
+        params,
+        duration_ms,
+        id: None,
+    })
 }
 
 fn is_terminator(c: char) -> bool {

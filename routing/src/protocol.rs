@@ -161,9 +161,10 @@ impl std::io::Write for ByteCounter {
     }
 }
 
-fn json_len(v: &Value) -> usize {
+/// The length of `v` serialized as JSON, without building the string.
+pub(crate) fn json_len<T: Serialize + ?Sized>(v: &T) -> usize {
     let mut c = ByteCounter(0);
-    // Writing a Value to an infallible sink cannot fail.
+    // Serializing into an infallible sink cannot fail.
     let _ = serde_json::to_writer(&mut c, v);
     c.0
 }

@@ -55,3 +55,12 @@ test("commands inside one window arrive as one batch frame per socket, in seq or
   assert.ok(batches.length < 3, `three concurrent publishes shared a window (${batches.length} batches)`);
   face.ws.close(); all.ws.close();
 });
+
+test("SAY_RULES replaces the shipped say rules", { skip }, async () => {
+  const c = uniq();
+  const post = (text) => fetch(`${BASE}/v1/characters/${c}/say`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text }) }).then(async (r) => ({ status: r.status, json: await r.json() }));
+  const r = await post("Hello, beep!");
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.deepEqual(r.json.commands.map((x) => x.name), ["talk", "beep_boop"], "only the configured rule fires; no default wave for Hello");
+  assert.equal(r.json.commands[1].topic, "face");
+});
