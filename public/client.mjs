@@ -224,6 +224,8 @@ export function subscribe(character, options = {}) {
     if (!pingIntervalMs) return;
     pingTimer = setInterval(() => {
       if (conn !== c) return;
+      // A socket the server is closing gets no ping; its close event follows.
+      if (c.sock.readyState !== 1) return;
       try { c.sock.send("ping"); } catch { return drop(c, 4000, "ping failed"); }
       if (!pongTimer) pongTimer = setTimeout(() => { if (conn === c) drop(c, 4000, "keep-alive timeout"); }, pongTimeoutMs);
     }, pingIntervalMs);

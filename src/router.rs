@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use routing::auth::{authorize, can_publish, token_expiry, Action, Principal};
 use routing::events::LogEvent;
 use routing::protocol::{parse_broadcast_body, ApiError, Command, ErrorCode, MAX_BODY_BYTES};
-use routing::query::{parse_history_query, parse_subscribe_query};
+use routing::query::{parse_history_query, parse_logs_query, parse_subscribe_query};
 use routing::topic::CharacterId;
 use serde::Deserialize;
 use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub, Url};
@@ -22,7 +22,7 @@ type Handled = std::result::Result<Response, AppError>;
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
-    let method = req.method();
+    let method = req.inner().method();
     let result = route(req, &env).await;
     // Auth failures and admin actions go to the event log after the answer.
     let event = match &result {
@@ -72,6 +72,17 @@ fn check(
     Ok(authorize(p, action, c)?)
 }
 
+/// The request's method. `worker` maps methods it does not know (QUERY,
+/// PROPFIND, ...) to GET; those become CONNECT here, which no route allows,
+/// so they are answered 405 instead of being served as a GET.
+fn method_of(req: &Request) -> Method {
+    let raw = req.inner().method();
+    match raw.as_str() {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE" => req.method(),
+        _ => Method::Connect,
+    }
+}
+
 fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppError> {
     if allowed.contains(method) {
         Ok(())
@@ -85,7 +96,7 @@ async fn route(req: Request, env: &Env) -> Handled {
     let url = req.url()?;
     let path = url.path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method();
+    let method = method_of(&req);
     match segments.as_slice() {
         ["healthz"] => {
             allow(&method, &[Method::Get, Method::Head])?;
@@ -413,23 +424,10 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
         }
         ["logs"] => {
             allow(method, &[Method::Get])?;
-            let pairs = query_pairs(url);
-            let character = match pairs.iter().find(|(k, _)| k == "character") {
-                Some((_, c)) => Some(CharacterId::parse(c).map_err(ApiError::from)?),
-                None => None,
-            };
+            let query = parse_logs_query(&query_pairs(url))?;
+            let character = query.character;
+            let limit = query.limit;
             check(p, Action::Admin, character.as_ref())?;
-            let limit = match pairs.iter().find(|(k, _)| k == "limit") {
-                None => 100,
-                Some((_, v)) => match v.parse::<usize>() {
-                    Ok(n) if (1..=1000).contains(&n) => n,
-                    _ => {
-                        return Err(AppError::bad_request(format!(
-                            "`limit` must be an integer from 1 to 1000, got {v:?}"
-                        )))
-                    }
-                },
-            };
             let events = kv::read_logs(env, character.as_ref().map(|c| c.as_str()), limit).await?;
             let body = serde_json::json!({ "events": events }).to_string();
             Ok(json_response(200, &body)?)

@@ -3,7 +3,7 @@
 //! repeated parameter is refused rather than guessed at.
 
 use crate::protocol::ApiError;
-use crate::topic::{parse_filter_csv, TopicFilter};
+use crate::topic::{parse_filter_csv, CharacterId, TopicFilter};
 
 /// What a subscriber asked for on the upgrade URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,7 @@ pub fn parse_subscribe_query(pairs: &[(String, String)]) -> Result<SubscribeQuer
     let since = seq_param(pairs, "since")?;
     let epoch = match once(pairs, "epoch")? {
         None => None,
-        Some(e) if !e.is_empty() && e.len() <= MAX_EPOCH_LEN => Some(e.to_string()),
+        Some(e) if !e.is_empty() && e.chars().count() <= MAX_EPOCH_LEN => Some(e.to_string()),
         Some(_) => {
             return Err(ApiError::bad_request(format!(
                 "`epoch` must be 1..={MAX_EPOCH_LEN} characters"
@@ -89,6 +89,35 @@ pub fn parse_subscribe_query(pairs: &[(String, String)]) -> Result<SubscribeQuer
         presence,
         token,
     })
+}
+
+/// What an event-log reader asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsQuery {
+    pub character: Option<CharacterId>,
+    pub limit: usize,
+}
+
+pub const LOGS_DEFAULT_LIMIT: usize = 100;
+pub const LOGS_MAX_LIMIT: usize = 1000;
+
+pub fn parse_logs_query(pairs: &[(String, String)]) -> Result<LogsQuery, ApiError> {
+    let character = match once(pairs, "character")? {
+        None => None,
+        Some(c) => Some(CharacterId::parse(c)?),
+    };
+    let limit = match once(pairs, "limit")? {
+        None => LOGS_DEFAULT_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=LOGS_MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "`limit` must be an integer from 1 to {LOGS_MAX_LIMIT}, got {v:?}"
+                )))
+            }
+        },
+    };
+    Ok(LogsQuery { character, limit })
 }
 
 pub fn parse_history_query(pairs: &[(String, String)]) -> Result<HistoryQuery, ApiError> {
@@ -165,6 +194,41 @@ mod tests {
         ] {
             let e = parse_subscribe_query(&q(bad)).unwrap_err();
             assert_eq!(e.status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn epoch_length_counts_characters() {
+        let e = "é".repeat(128);
+        assert!(parse_subscribe_query(&[("epoch".into(), e.clone())]).is_ok());
+        let long = format!("{e}x");
+        assert_eq!(
+            parse_subscribe_query(&[("epoch".into(), long)])
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+
+    #[test]
+    fn logs_query_is_checked() {
+        let ok = parse_logs_query(&q("character=npc-1&limit=5")).unwrap();
+        assert_eq!(ok.character.unwrap().as_str(), "npc-1");
+        assert_eq!(ok.limit, 5);
+        assert_eq!(parse_logs_query(&q("")).unwrap().limit, 100);
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "character=bad.name",
+            "limit=1&limit=2",
+            "character=a&character=b",
+        ] {
+            assert_eq!(
+                parse_logs_query(&q(bad)).unwrap_err().status(),
+                400,
+                "{bad}"
+            );
         }
     }
 

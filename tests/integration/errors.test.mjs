@@ -94,6 +94,10 @@ test("wrong methods are 405", async () => {
   assertError(assert, await http("POST", `/v1/characters/${c}/subscribe`, { body: {} }), 405, "method_not_allowed");
   assertError(assert, await http("GET", "/v1/broadcast"), 405, "method_not_allowed");
   assertError(assert, await http("DELETE", "/healthz"), 405, "method_not_allowed");
+  // Methods the runtime library does not know must not be served as GET.
+  assertError(assert, await http("QUERY", "/healthz"), 405, "method_not_allowed");
+  assertError(assert, await http("PROPFIND", `/v1/characters/${c}/history`), 405, "method_not_allowed");
+  assertError(assert, await http("QUERY", "/v1/admin/subscriptions"), 405, "method_not_allowed");
 });
 
 test("the service is still healthy after all of that", async () => {
