@@ -1,6 +1,6 @@
 # Quick start: `make dev` serves the gateway on 127.0.0.1:8787; `make test`
 # runs the whole suite. Both bootstrap whatever is missing first.
-.PHONY: dev test build bootstrap clean
+.PHONY: dev test build bootstrap clean soak fuzz bench
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -14,5 +14,17 @@ dev: build
 test:
 	@scripts/test.sh
 
+# Ten minutes of churn, publishing and kicks against a local server (not part of make test).
+soak: build
+	node scripts/soak.mjs
+
+# A long fuzz run: FUZZ_CASES inputs per target (make test runs 2,000).
+fuzz: bootstrap
+	FUZZ_CASES=$${FUZZ_CASES:-1000000} cargo test --release -p routing --test fuzz -- --test-threads=1
+
 clean:
 	rm -rf build target .wrangler
+
+# Benchmarks: ours vs a partyserver room vs a native tokio server; rewrites BENCHMARKS.md.
+bench: build
+	@BENCH_COMMAND="make bench" scripts/bench.sh $(ARGS)

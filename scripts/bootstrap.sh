@@ -49,3 +49,24 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund
   touch node_modules/.package-lock.json
 fi
+
+# Debian's chromium for the browser tests (tests/browser, driven by playwright-core
+# with executablePath; no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing chromium (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# schemathesis (and openapi-spec-validator), pinned, for the API sweep
+# (scripts/api-sweep.py), in a venv under the git-ignored .tools/.
+SCHEMATHESIS_VERSION=4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+sweep_venv=.tools/venv
+sweep_have=$("$sweep_venv/bin/python" -c 'from importlib.metadata import version as v; print(v("schemathesis"), v("openapi-spec-validator"))' 2>/dev/null || true)
+if [ "$sweep_have" != "$SCHEMATHESIS_VERSION $OPENAPI_SPEC_VALIDATOR_VERSION" ]; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION and openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into $sweep_venv"
+  command -v python3 >/dev/null || { say "python3 (3.9+, with venv) is required for the API sweep"; exit 1; }
+  "$sweep_venv/bin/python" -c '' 2>/dev/null || python3 -m venv --clear "$sweep_venv"
+  "$sweep_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi

@@ -43,6 +43,11 @@ start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET
   --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
 export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL"
 node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
+GATEWAY_URL="$OPEN_URL" ARTIFACTS_DIR=artifacts \
+  node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs
+
+step "API sweep: schemathesis over docs/openapi.yaml (auth off)"
+.tools/venv/bin/python scripts/api-sweep.py --base-url "$OPEN_URL"
 
 step "itest: scripts/animation-test.mjs (auth off, then auth on with credentials)"
 node scripts/animation-test.mjs --base-url "$OPEN_URL" > "${TMPDIR:-/tmp}/itest-open.log" 2>&1 || { cat "${TMPDIR:-/tmp}/itest-open.log"; exit 1; }

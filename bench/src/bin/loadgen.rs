@@ -1,0 +1,675 @@
+//! Load generator for the gateway and its peers (see BENCHMARKS.md).
+//!
+//! Opens `characters x subs` WebSocket subscribers (subscriber `i` of a character
+//! filters on topic `i % topics`), publishes over keep-alive HTTP/1.1 connections at a
+//! fixed rate or as fast as the server answers, and checks every delivery against the
+//! publish answers: lost, duplicated, out-of-order and misrouted commands must be 0.
+//! Latency is publish-to-receive: the publisher puts its monotonic send time into
+//! `params.t`, the subscriber subtracts it from its receive time.
+//!
+//! `--idle` opens the sockets, measures the resident memory of a process tree
+//! before and after, and publishes nothing.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bench::{tree_rss, ReadBuf};
+use clap::Parser;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Clone)]
+#[command(about = "Gateway load generator")]
+struct Args {
+    /// Base URL of the server, e.g. http://127.0.0.1:8901
+    #[arg(long)]
+    url: String,
+    /// Server label in the results (ours, partyserver, native).
+    #[arg(long, default_value = "ours")]
+    label: String,
+    /// Scenario label in the results.
+    #[arg(long, default_value = "adhoc")]
+    scenario: String,
+    /// Number of characters.
+    #[arg(long, default_value_t = 1)]
+    characters: usize,
+    /// Subscribers per character.
+    #[arg(long, default_value_t = 1)]
+    subs: usize,
+    /// Number of topics: subscriber i filters on `t{i % topics}`, command k goes to
+    /// character `k % characters` with topic `t{(k / characters) % topics}`.
+    /// With 1 the single topic is `main`.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Publish phases run one after the other on the same sockets, each reported on
+    /// its own line: `max:SECS` (as fast as the server answers) or `rate:CMDS_PER_S:SECS`.
+    #[arg(long, default_value = "max:5", value_delimiter = ',')]
+    phases: Vec<String>,
+    /// Publisher connections (each has one request in flight).
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Stop after this many commands even if the duration has not passed (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    max_commands: u64,
+    /// Sockets opened concurrently while connecting.
+    #[arg(long, default_value_t = 32)]
+    connect_parallel: usize,
+    /// Longest wait after the last publish for outstanding deliveries, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Character name prefix (unique per run so every scenario starts fresh).
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Idle mode: open the sockets, measure RSS, publish nothing.
+    #[arg(long)]
+    idle: bool,
+    /// Idle mode: root pid of the server process tree to measure.
+    #[arg(long)]
+    rss_pid: Option<u32>,
+    /// Idle mode: only count processes whose name contains this (e.g. workerd).
+    #[arg(long, default_value = "")]
+    rss_match: String,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    out: Option<String>,
+}
+
+/// What one subscriber saw, keyed by subscriber index in a shared DashMap.
+struct ConnStats {
+    character: usize,
+    topic: usize,
+    received: HashSet<u64>,
+    max_seq: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    misrouted: u64,
+    frames: u64,
+    latency: Histogram<u64>,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default)]
+    character: Option<&'a str>,
+    #[serde(default)]
+    topic: Option<&'a str>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    params: Option<Params>,
+}
+
+#[derive(Deserialize)]
+struct Params {
+    t: u64,
+}
+
+struct Shared {
+    start: Instant,
+    stats: DashMap<usize, ConnStats>,
+    received: AtomicU64,
+    last_recv_ns: AtomicU64,
+    first_pub_ns: AtomicU64,
+    expected: AtomicU64,
+    next_k: AtomicU64,
+    stop: AtomicBool,
+    publish_errors: AtomicU64,
+    /// Sum of `delivered` in the publish answers.
+    server_delivered: AtomicU64,
+    /// (character, topic, seq) of every accepted command.
+    published: Mutex<Vec<(usize, usize, u64)>>,
+    pub_latency: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+fn topic_name(args: &Args, t: usize) -> String {
+    if args.topics <= 1 {
+        "main".to_string()
+    } else {
+        format!("t{t}")
+    }
+}
+
+fn char_name(args: &Args, c: usize) -> String {
+    format!("{}-{c}", args.prefix)
+}
+
+fn hist() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| anyhow!("histogram: {e}"))
+}
+
+fn host_port(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("--url must start with http://"))?;
+    Ok(rest.trim_end_matches('/').to_string())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let host = host_port(&args.url)?;
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        stats: DashMap::new(),
+        received: AtomicU64::new(0),
+        last_recv_ns: AtomicU64::new(0),
+        first_pub_ns: AtomicU64::new(u64::MAX),
+        expected: AtomicU64::new(0),
+        next_k: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        publish_errors: AtomicU64::new(0),
+        server_delivered: AtomicU64::new(0),
+        published: Mutex::new(Vec::new()),
+        pub_latency: Mutex::new(hist()?),
+    });
+
+    let rss_before = match args.rss_pid {
+        Some(pid) => Some(tree_rss(pid, &args.rss_match)?),
+        None => None,
+    };
+
+    // Open every subscriber and wait for its welcome.
+    let total_subs = args.characters * args.subs;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
+    let connect_start = Instant::now();
+    let mut ready = Vec::with_capacity(total_subs);
+    let mut tasks = Vec::with_capacity(total_subs);
+    for i in 0..total_subs {
+        let character = i % args.characters;
+        let topic = (i / args.characters) % args.topics.max(1);
+        shared.stats.insert(
+            i,
+            ConnStats {
+                character,
+                topic,
+                received: HashSet::new(),
+                max_seq: 0,
+                duplicated: 0,
+                out_of_order: 0,
+                misrouted: 0,
+                frames: 0,
+                latency: hist()?,
+            },
+        );
+        let url = format!(
+            "ws://{host}/v1/characters/{}/subscribe?topics={}",
+            char_name(&args, character),
+            topic_name(&args, topic)
+        );
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+        ready.push(ready_rx);
+        let shared = shared.clone();
+        let gate = gate.clone();
+        let shutdown = shutdown_rx.clone();
+        let args2 = args.clone();
+        tasks.push(tokio::spawn(async move {
+            subscriber(i, url, args2, shared, gate, shutdown, ready_tx).await
+        }));
+    }
+    let mut connect_failures = 0u64;
+    for r in ready {
+        match r.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                connect_failures += 1;
+                if connect_failures <= 3 {
+                    eprintln!("subscriber failed: {e:#}");
+                }
+            }
+            Err(_) => connect_failures += 1,
+        }
+    }
+    let connect_ms = connect_start.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "[{} {}] {} subscribers open in {:.0} ms ({} failed)",
+        args.label, args.scenario, total_subs, connect_ms, connect_failures
+    );
+
+    let mut result = json!({
+        "label": args.label,
+        "scenario": args.scenario,
+        "characters": args.characters,
+        "subs_per_character": args.subs,
+        "subscribers": total_subs,
+        "topics": args.topics,
+        "connect_ms": connect_ms,
+        "connect_failures": connect_failures,
+    });
+
+    if let (Some(pid), Some(before)) = (args.rss_pid, rss_before) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        {
+            let after = tree_rss(pid, &args.rss_match)?;
+            let per_1000 = (after as f64 - before as f64) * 1000.0 / total_subs.max(1) as f64;
+            result["rss_before_mib"] = json!(before as f64 / 1048576.0);
+            result["rss_after_mib"] = json!(after as f64 / 1048576.0);
+            result["rss_per_1000_mib"] = json!(per_1000 / 1048576.0);
+            eprintln!(
+                "[{} idle] RSS {:.1} MiB -> {:.1} MiB: {:.2} MiB per 1,000 sockets",
+                args.label,
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                per_1000 / 1048576.0
+            );
+        }
+    }
+
+    let mut lines = Vec::new();
+    if args.idle {
+        result["phase"] = json!("idle");
+        lines.push(result.to_string());
+    } else {
+        for spec in &args.phases {
+            let (rate, duration) = parse_phase(spec)?;
+            let mut r = result.clone();
+            r["phase"] = json!(spec);
+            run_publish(&args, rate, duration, &host, &shared, &mut r).await?;
+            lines.push(r.to_string());
+            reset(&shared)?;
+        }
+    }
+
+    let _ = shutdown_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
+
+    for line in &lines {
+        println!("{line}");
+        if let Some(path) = &args.out {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {path}"))?;
+            writeln!(f, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `max:SECS` is (0, SECS); `rate:R:SECS` is (R, SECS).
+fn parse_phase(spec: &str) -> Result<(f64, f64)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        ["max", secs] => Ok((0.0, secs.parse()?)),
+        ["rate", r, secs] => Ok((r.parse()?, secs.parse()?)),
+        _ => bail!("bad phase {spec:?}: use max:SECS or rate:CMDS_PER_S:SECS"),
+    }
+}
+
+/// Clears the accounting between phases (after a drain, so nothing is in flight).
+fn reset(shared: &Shared) -> Result<()> {
+    for mut s in shared.stats.iter_mut() {
+        s.received.clear();
+        s.max_seq = 0;
+        s.duplicated = 0;
+        s.out_of_order = 0;
+        s.misrouted = 0;
+        s.frames = 0;
+        s.latency.reset();
+    }
+    shared.received.store(0, Ordering::Relaxed);
+    shared.last_recv_ns.store(0, Ordering::Relaxed);
+    shared.first_pub_ns.store(u64::MAX, Ordering::Relaxed);
+    shared.expected.store(0, Ordering::Relaxed);
+    shared.next_k.store(0, Ordering::Relaxed);
+    shared.stop.store(false, Ordering::Relaxed);
+    shared.publish_errors.store(0, Ordering::Relaxed);
+    shared.server_delivered.store(0, Ordering::Relaxed);
+    shared
+        .published
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .clear();
+    shared
+        .pub_latency
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .reset();
+    Ok(())
+}
+
+async fn run_publish(
+    args: &Args,
+    rate: f64,
+    duration: f64,
+    host: &str,
+    shared: &Arc<Shared>,
+    result: &mut serde_json::Value,
+) -> Result<()> {
+    // Subscribers per (character, topic), to know how many deliveries a command owes.
+    let mut fanout: HashMap<(usize, usize), u64> = HashMap::new();
+    for s in shared.stats.iter() {
+        *fanout.entry((s.character, s.topic)).or_default() += 1;
+    }
+    let fanout = Arc::new(fanout);
+
+    let pub_start = Instant::now();
+    let deadline = pub_start + Duration::from_secs_f64(duration);
+    let mut pubs = Vec::new();
+    for _ in 0..args.publishers.max(1) {
+        let args = args.clone();
+        let host = host.to_string();
+        let shared = shared.clone();
+        let fanout = fanout.clone();
+        pubs.push(tokio::spawn(async move {
+            publisher(args, rate, host, shared, fanout, pub_start, deadline).await
+        }));
+    }
+    for p in pubs {
+        match p.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("publisher failed: {e:#}"),
+            Err(e) => eprintln!("publisher panicked: {e}"),
+        }
+    }
+    let pub_end_ns = shared.now_ns();
+
+    // Drain: wait until every owed delivery arrived, or the drain time passed.
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
+    while shared.received.load(Ordering::Relaxed) < shared.expected.load(Ordering::Relaxed)
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A short grace period so late duplicates or strays are counted too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Check every subscriber against the accepted commands.
+    let published = shared
+        .published
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .clone();
+    let mut by_key: HashMap<(usize, usize), HashSet<u64>> = HashMap::new();
+    for (c, t, seq) in &published {
+        by_key.entry((*c, *t)).or_default().insert(*seq);
+    }
+    let empty = HashSet::new();
+    let mut lossy_chars: HashSet<usize> = HashSet::new();
+    let (mut lost, mut dup, mut ooo, mut misrouted, mut frames) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut latency = hist()?;
+    for s in shared.stats.iter() {
+        let expected = by_key.get(&(s.character, s.topic)).unwrap_or(&empty);
+        let got = s.received.intersection(expected).count() as u64;
+        lost += expected.len() as u64 - got;
+        if got < expected.len() as u64 {
+            lossy_chars.insert(s.character);
+        }
+        // Seqs received that were never published to this socket's character/topic.
+        misrouted += s.misrouted + s.received.difference(expected).count() as u64;
+        dup += s.duplicated;
+        ooo += s.out_of_order;
+        frames += s.frames;
+        latency
+            .add(&s.latency)
+            .map_err(|e| anyhow!("histogram: {e}"))?;
+    }
+    let first_pub = shared.first_pub_ns.load(Ordering::Relaxed);
+    let last_recv = shared.last_recv_ns.load(Ordering::Relaxed);
+    let window_s = if last_recv > first_pub && first_pub != u64::MAX {
+        (last_recv - first_pub) as f64 / 1e9
+    } else {
+        0.0
+    };
+    let pub_window_s = if first_pub != u64::MAX && pub_end_ns > first_pub {
+        (pub_end_ns - first_pub) as f64 / 1e9
+    } else {
+        0.0
+    };
+    let commands = published.len() as u64;
+    let us = |q: f64| latency.value_at_quantile(q) as f64;
+    let publat = shared
+        .pub_latency
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .clone();
+    result["mode"] = json!(if rate > 0.0 { "rate" } else { "max" });
+    result["rate"] = json!(rate);
+    result["publishers"] = json!(args.publishers);
+    result["duration_s"] = json!(duration);
+    result["commands"] = json!(commands);
+    result["publish_errors"] = json!(shared.publish_errors.load(Ordering::Relaxed));
+    result["expected"] = json!(shared.expected.load(Ordering::Relaxed));
+    result["delivered"] = json!(frames);
+    result["deliveries_per_s"] = json!(if window_s > 0.0 {
+        frames as f64 / window_s
+    } else {
+        0.0
+    });
+    result["commands_per_s"] = json!(if pub_window_s > 0.0 {
+        commands as f64 / pub_window_s
+    } else {
+        0.0
+    });
+    result["p50_ms"] = json!(us(0.50) / 1000.0);
+    result["p95_ms"] = json!(us(0.95) / 1000.0);
+    result["p99_ms"] = json!(us(0.99) / 1000.0);
+    result["max_ms"] = json!(latency.max() as f64 / 1000.0);
+    result["publish_p50_ms"] = json!(publat.value_at_quantile(0.5) as f64 / 1000.0);
+    result["publish_p99_ms"] = json!(publat.value_at_quantile(0.99) as f64 / 1000.0);
+    result["lost"] = json!(lost);
+    result["server_delivered"] = json!(shared.server_delivered.load(Ordering::Relaxed));
+    result["characters_with_loss"] = json!(lossy_chars.len());
+    result["duplicated"] = json!(dup);
+    result["out_of_order"] = json!(ooo);
+    result["misrouted"] = json!(misrouted);
+    eprintln!(
+        "[{} {} {}] {} cmds ({:.0}/s), {} deliveries ({:.0}/s), p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms; lost {} (on {} characters; server says delivered {}) dup {} ooo {} misrouted {} errors {}",
+        args.label,
+        args.scenario,
+        result["phase"].as_str().unwrap_or(""),
+        commands,
+        result["commands_per_s"].as_f64().unwrap_or(0.0),
+        frames,
+        result["deliveries_per_s"].as_f64().unwrap_or(0.0),
+        us(0.5) / 1000.0,
+        us(0.95) / 1000.0,
+        us(0.99) / 1000.0,
+        latency.max() as f64 / 1000.0,
+        lost,
+        lossy_chars.len(),
+        shared.server_delivered.load(Ordering::Relaxed),
+        dup,
+        ooo,
+        misrouted,
+        shared.publish_errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+async fn subscriber(
+    i: usize,
+    url: String,
+    args: Args,
+    shared: Arc<Shared>,
+    gate: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+) {
+    let permit = gate.acquire_owned().await;
+    let connected = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .with_context(|| format!("connecting {url}"))?;
+        // The first frame must be the welcome.
+        let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .map_err(|_| anyhow!("no welcome within 20 s"))?
+            .ok_or_else(|| anyhow!("closed before welcome"))??;
+        let text = first.into_text()?;
+        let frame: Frame = serde_json::from_str(text.as_str())?;
+        if frame.kind != "welcome" {
+            bail!("first frame is {:?}, not welcome", frame.kind);
+        }
+        Ok::<_, anyhow::Error>(ws)
+    }
+    .await;
+    drop(permit);
+    let mut ws = match connected {
+        Ok(ws) => {
+            let _ = ready.send(Ok(()));
+            ws
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (my_char, my_topic) = match shared.stats.get(&i) {
+        Some(s) => (char_name(&args, s.character), topic_name(&args, s.topic)),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                let Message::Text(text) = msg else { continue };
+                let now = shared.now_ns();
+                let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
+                if frame.kind != "command" {
+                    continue;
+                }
+                let Some(mut s) = shared.stats.get_mut(&i) else { break };
+                s.frames += 1;
+                let seq = frame.seq.unwrap_or(0);
+                if frame.character != Some(my_char.as_str()) || frame.topic != Some(my_topic.as_str()) {
+                    s.misrouted += 1;
+                    continue;
+                }
+                if !s.received.insert(seq) {
+                    s.duplicated += 1;
+                } else {
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                    if seq < s.max_seq {
+                        s.out_of_order += 1;
+                    }
+                }
+                s.max_seq = s.max_seq.max(seq);
+                if let Some(p) = frame.params {
+                    let lat = now.saturating_sub(p.t).max(1);
+                    let _ = s.latency.record((lat / 1000).clamp(1, 120_000_000));
+                }
+                shared.last_recv_ns.fetch_max(now, Ordering::Relaxed);
+            }
+            _ = shutdown.changed() => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
+                break;
+            }
+        }
+    }
+}
+
+async fn publisher(
+    args: Args,
+    rate: f64,
+    host: String,
+    shared: Arc<Shared>,
+    fanout: Arc<HashMap<(usize, usize), u64>>,
+    pub_start: Instant,
+    deadline: Instant,
+) -> Result<()> {
+    let mut stream = TcpStream::connect(&host).await?;
+    stream.set_nodelay(true)?;
+    let mut rb = ReadBuf::new();
+    loop {
+        if shared.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return Ok(());
+        }
+        let k = shared.next_k.fetch_add(1, Ordering::Relaxed);
+        if args.max_commands > 0 && k >= args.max_commands {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if rate > 0.0 {
+            let due = pub_start + Duration::from_secs_f64(k as f64 / rate);
+            if due >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let c = (k as usize) % args.characters;
+        let t = (k as usize / args.characters) % args.topics.max(1);
+        let sent = shared.now_ns();
+        shared.first_pub_ns.fetch_min(sent, Ordering::Relaxed);
+        let body = json!({
+            "topic": topic_name(&args, t),
+            "name": "smile",
+            "params": {"t": sent, "k": k, "intensity": 0.8},
+        })
+        .to_string();
+        let req = format!(
+            "POST /v1/characters/{}/commands HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            char_name(&args, c),
+            body.len()
+        );
+        let answer = async {
+            stream.write_all(req.as_bytes()).await?;
+            let head = rb
+                .read_head(&mut stream)
+                .await?
+                .ok_or_else(|| anyhow!("server closed the publish connection"))?;
+            let body = rb.read_body(&mut stream, &head).await?;
+            let status = head.first.get(1).cloned().unwrap_or_default();
+            if status != "200" {
+                bail!(
+                    "publish answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            let seq = v["seqs"][0]
+                .as_u64()
+                .ok_or_else(|| anyhow!("publish answer without seqs: {v}"))?;
+            Ok::<_, anyhow::Error>((seq, v["delivered"].as_u64().unwrap_or(0)))
+        }
+        .await;
+        match answer {
+            Ok((seq, delivered)) => {
+                shared
+                    .server_delivered
+                    .fetch_add(delivered, Ordering::Relaxed);
+                let took = shared.now_ns().saturating_sub(sent).max(1);
+                if let Ok(mut h) = shared.pub_latency.lock() {
+                    let _ = h.record((took / 1000).clamp(1, 120_000_000));
+                }
+                if let Ok(mut p) = shared.published.lock() {
+                    p.push((c, t, seq));
+                }
+                shared
+                    .expected
+                    .fetch_add(fanout.get(&(c, t)).copied().unwrap_or(0), Ordering::Relaxed);
+            }
+            Err(e) => {
+                let n = shared.publish_errors.fetch_add(1, Ordering::Relaxed);
+                if n < 3 {
+                    eprintln!("publish failed: {e:#}");
+                }
+                // Start over on a fresh connection.
+                stream = TcpStream::connect(&host).await?;
+                stream.set_nodelay(true)?;
+                rb = ReadBuf::new();
+            }
+        }
+    }
+}

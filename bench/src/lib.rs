@@ -1,0 +1,193 @@
+//! Shared pieces of the benchmark binaries: a minimal HTTP/1.1 reader and writer
+//! (keep-alive, `Content-Length` and chunked bodies), and resident-memory sums read
+//! from `/proc`. Host only; nothing here is part of the Worker.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest request or response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// A parsed HTTP head: the first line split on spaces and lower-cased header names.
+#[derive(Debug, Default)]
+pub struct Head {
+    pub first: Vec<String>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Bytes read from a stream but not consumed yet.
+#[derive(Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+}
+
+impl ReadBuf {
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
+    /// True when nothing is buffered beyond what was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    async fn fill<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<usize> {
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one head. `Ok(None)` is a clean end of stream before any byte of it.
+    pub async fn read_head<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<Option<Head>> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                return parse_head(&text).map(Some);
+            }
+            if self.buf.len() > MAX_HEAD {
+                bail!("HTTP head over {MAX_HEAD} bytes");
+            }
+            if self.fill(s).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                bail!("connection closed inside an HTTP head");
+            }
+        }
+    }
+
+    async fn take<S: AsyncRead + Unpin>(&mut self, s: &mut S, n: usize) -> Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill(s).await? == 0 {
+                bail!("connection closed inside an HTTP body");
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    async fn line<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<String> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n") {
+                let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                return Ok(text);
+            }
+            if self.fill(s).await? == 0 {
+                bail!("connection closed inside a chunk header");
+            }
+        }
+    }
+
+    /// Reads the body that `head` announces (`Content-Length` or chunked; none otherwise).
+    pub async fn read_body<S: AsyncRead + Unpin>(
+        &mut self,
+        s: &mut S,
+        head: &Head,
+    ) -> Result<Vec<u8>> {
+        if head
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            let mut body = Vec::new();
+            loop {
+                let line = self.line(s).await?;
+                let size_text = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size_text, 16)
+                    .with_context(|| format!("bad chunk size {size_text:?}"))?;
+                if size == 0 {
+                    // Trailers, if any, end with an empty line.
+                    while !self.line(s).await?.is_empty() {}
+                    return Ok(body);
+                }
+                body.extend(self.take(s, size).await?);
+                self.take(s, 2).await?;
+            }
+        }
+        let len = match head.header("content-length") {
+            Some(v) => v.trim().parse::<usize>().context("bad content-length")?,
+            None => 0,
+        };
+        self.take(s, len).await
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(text: &str) -> Result<Head> {
+    let mut lines = text.split("\r\n");
+    let first = lines
+        .next()
+        .ok_or_else(|| anyhow!("empty HTTP head"))?
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    let mut headers = HashMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Ok(Head { first, headers })
+}
+
+/// Sum of the resident memory (bytes) of `root` and its descendants whose command
+/// name contains `name_part` (all of them when it is empty). Linux `/proc` only.
+pub fn tree_rss(root: u32, name_part: &str) -> Result<u64> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        children.entry(ppid).or_default().push(pid);
+        names.insert(pid, comm);
+    }
+    let mut total = 0u64;
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids);
+        }
+        let matches = names.get(&pid).is_some_and(|n| n.contains(name_part));
+        if matches {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
+                    let kb: u64 = line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    total += kb * 1024;
+                }
+            }
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# `make bench`: runs the gateway (ours), a minimal partyserver room and a native
+# tokio broadcast server side by side on loopback, drives all three with the same
+# load generator (bench/, binary `loadgen`) and regenerates BENCHMARKS.md from this
+# run's numbers only.
+#
+# Usage: scripts/bench.sh [--ours-config TOML] [--out FILE]
+#   --ours-config  wrangler config of our Worker (default wrangler.dev.toml, which
+#                  builds it; pass a toml without [build] to bench a prebuilt copy)
+#   --out          where to write the report (default BENCHMARKS.md)
+# Sizes (environment): BENCH_SUBS (1000: subscribers in (a) and (d), characters in
+# (c)), BENCH_SECS (8: length of each saturation phase), BENCH_RATE (5: commands/s
+# of the fixed-rate latency phase of (a)), BENCH_RATE_SECS (5), BENCH_PUBLISHERS (4).
+# Ports: BENCH_PORT_BASE (8901; ours, partyserver, native take base, +1, +2; the
+# inspectors 9401 and 9402).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+OURS_CONFIG=wrangler.dev.toml
+OUT=BENCHMARKS.md
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ours-config) OURS_CONFIG=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+SUBS=${BENCH_SUBS:-1000}
+SECS=${BENCH_SECS:-8}
+RATE=${BENCH_RATE:-5}
+RATE_SECS=${BENCH_RATE_SECS:-5}
+PUBLISHERS=${BENCH_PUBLISHERS:-4}
+BASE=${BENCH_PORT_BASE:-8901}
+P_OURS=$BASE
+P_PARTY=$((BASE + 1))
+P_NATIVE=$((BASE + 2))
+I_OURS=$((BASE + 500))
+I_PARTY=$((BASE + 501))
+WRANGLER=node_modules/.bin/wrangler
+
+WORK=$(mktemp -d /tmp/gateway-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    # Each server was started as its own process group (setsid): end that group.
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+echo "bench: building the load generator (bench/)"
+cargo build -q -p bench --release
+BIN=$ROOT/target/release
+
+start_wrangler() { # name config port inspector
+  local name=$1 config=$2 port=$3 inspector=$4
+  setsid "$WRANGLER" dev -c "$config" --ip 127.0.0.1 --port "$port" \
+    --inspector-port "$inspector" --persist-to "$WORK/state-$name" \
+    --show-interactive-dev-session=false --log-level warn \
+    >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  echo $! >"$WORK/$name.pid"
+}
+
+echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
+start_wrangler ours "$OURS_CONFIG" "$P_OURS" "$I_OURS"
+start_wrangler partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY" "$I_PARTY"
+setsid "$BIN/native-server" --listen "127.0.0.1:$P_NATIVE" >"$WORK/native.log" 2>&1 &
+PIDS+=($!)
+echo $! >"$WORK/native.pid"
+
+wait_ready() { # name port
+  local name=$1 port=$2
+  for _ in $(seq 1 600); do
+    if curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
+      -d '{"topic":"main","name":"warmup"}' "http://127.0.0.1:$port/v1/characters/warmup/commands"; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "bench: $name did not come up on port $port; its log:" >&2
+  tail -40 "$WORK/$name.log" >&2
+  exit 1
+}
+wait_ready ours "$P_OURS"
+wait_ready partyserver "$P_PARTY"
+wait_ready native "$P_NATIVE"
+
+RESULTS=$WORK/results.jsonl
+RUN=$(date +%s)
+url_of() { case "$1" in ours) echo "http://127.0.0.1:$P_OURS" ;; partyserver) echo "http://127.0.0.1:$P_PARTY" ;; native) echo "http://127.0.0.1:$P_NATIVE" ;; esac; }
+rss_args() {
+  case "$1" in
+    ours | partyserver) echo "--rss-pid $(cat "$WORK/$1.pid") --rss-match workerd" ;;
+    native) echo "--rss-pid $(cat "$WORK/native.pid") --rss-match native-server" ;;
+  esac
+}
+
+run() { # scenario server args...
+  local scenario=$1 server=$2
+  shift 2
+  # shellcheck disable=SC2046
+  timeout 300 "$BIN/loadgen" --url "$(url_of "$server")" --label "$server" --scenario "$scenario" \
+    --prefix "$scenario-$RUN-$server" --publishers "$PUBLISHERS" --out "$RESULTS" "$@" >/dev/null
+}
+
+# The three servers take turns within each scenario, so drift in the machine's
+# load spreads over all of them.
+for server in ours partyserver native; do
+  # (a) and (e): the idle RSS is measured after (a)'s sockets are open.
+  # shellcheck disable=SC2046
+  run a "$server" --characters 1 --subs "$SUBS" $(rss_args "$server") \
+    --phases "max:$SECS,rate:$RATE:$RATE_SECS"
+done
+for server in ours partyserver native; do
+  run b "$server" --characters 100 --subs 10 --phases "max:$SECS"
+done
+for server in ours partyserver native; do
+  run c "$server" --characters "$SUBS" --subs 1 --phases "max:$SECS"
+done
+for server in ours partyserver native; do
+  run d "$server" --characters 1 --subs "$SUBS" --topics 10 --phases "max:$SECS"
+done
+
+# Machine, versions and the exact command, for the report.
+{
+  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $*} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG)"
+  echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "cpu:         $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "load avg:    $(cut -d' ' -f1-3 /proc/loadavg) (at the end of the run)"
+  echo "kernel:      $(uname -sr)"
+  echo "rustc:       $(rustc --version)"
+  echo "node:        $(node --version)"
+  echo "wrangler:    $("$WRANGLER" --version 2>/dev/null | tail -1)"
+  echo "workerd:     $(node -p 'require("./node_modules/workerd/package.json").version' 2>/dev/null || echo '?')"
+  echo "partyserver: $(node -p 'require("./node_modules/partyserver/package.json").version')"
+  for crate in tokio tokio-tungstenite hdrhistogram dashmap; do
+    printf '%-12s %s\n' "$crate:" "$(awk -v n="$crate" '$0 == "name = \"" n "\"" {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)"
+  done
+} >"$WORK/meta.txt"
+
+FOOTER=()
+[ -f bench/BENCHMARKS.footer.md ] && FOOTER=(--footer bench/BENCHMARKS.footer.md)
+"$BIN/bench-report" --results "$RESULTS" --header bench/BENCHMARKS.header.md \
+  --meta "$WORK/meta.txt" "${FOOTER[@]}" >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "bench: wrote $OUT (raw results in $RESULTS)"

@@ -1,0 +1,191 @@
+#!/usr/bin/env node
+// Bounded soak (`make soak`): a local wrangler dev of its own for
+// SOAK_SECONDS (default 600) with steady publishing, churning subscribers
+// that resume with `since`, periodic admin kicks, and resident memory of the
+// runtime sampled every 10 s. Ends with a report; exits non-zero if any
+// subscriber lost, duplicated or reordered a command, or memory kept growing.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import net from "node:net";
+import WebSocket from "ws";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const SECONDS = Number(process.env.SOAK_SECONDS ?? 600);
+const STABLE = Number(process.env.SOAK_STABLE ?? 50);
+const CHURN = Number(process.env.SOAK_CHURN ?? 50);
+const RATE = Number(process.env.SOAK_RATE ?? 20); // publishes per second
+const CHARACTER = `soak-${Date.now().toString(36)}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const freePort = () => new Promise((resolve) => {
+  const s = net.createServer();
+  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+const state = mkdtempSync(join(tmpdir(), "gateway-soak-"));
+const port = await freePort();
+const server = spawn(join(ROOT, "node_modules/.bin/wrangler"), [
+  "dev", "-c", join(ROOT, "wrangler.dev.toml"), "--ip", "127.0.0.1", "--port", String(port),
+  "--inspector-port", String(await freePort()), "--persist-to", state,
+  "--show-interactive-dev-session=false", "--log-level", "warn",
+], { cwd: ROOT, detached: true, stdio: "ignore" });
+const BASE = `http://127.0.0.1:${port}`;
+const WS = BASE.replace(/^http/, "ws");
+const sockets = new Set();
+function shutdown(code) {
+  for (const ws of sockets) ws.terminate();
+  try { process.kill(-server.pid, "SIGTERM"); } catch { /* gone */ }
+  rmSync(state, { recursive: true, force: true });
+  process.exit(code);
+}
+process.on("SIGINT", () => shutdown(130));
+const hardStop = setTimeout(() => { console.error("soak: hard timeout"); shutdown(2); }, (SECONDS + 300) * 1000);
+
+for (let i = 0; ; i++) {
+  try { if ((await fetch(`${BASE}/healthz`)).status === 200) break; } catch { /* not up */ }
+  if (i > 720) { console.error("soak: server did not start"); shutdown(2); }
+  await sleep(250);
+}
+
+/** Resident memory (KiB) of every process under the wrangler dev. */
+function rssKiB() {
+  const out = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss="]).toString();
+  const rows = out.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number));
+  const kids = new Map();
+  for (const [pid, ppid] of rows) kids.set(ppid, [...(kids.get(ppid) ?? []), pid]);
+  const rss = new Map(rows.map(([pid, , r]) => [pid, r]));
+  let total = 0;
+  const stack = [server.pid];
+  while (stack.length) { const p = stack.pop(); total += rss.get(p) ?? 0; stack.push(...(kids.get(p) ?? [])); }
+  return total;
+}
+
+const failures = [];
+let epoch = null;
+/** A subscriber; `history` carries the seqs it got over earlier connections. */
+function open(kind, history = [], since) {
+  const q = new URLSearchParams({ topics: ">" });
+  if (since !== undefined && epoch) { q.set("since", String(since)); q.set("epoch", epoch); }
+  const ws = new WebSocket(`${WS}/v1/characters/${CHARACTER}/subscribe?${q}`, { closeTimeout: 500 });
+  sockets.add(ws);
+  const s = { kind, ws, seqs: [...history], id: null, recovered: null, closedWith: null };
+  ws.on("message", (d) => {
+    const f = JSON.parse(d.toString());
+    if (f.type === "welcome") { s.id = f.client_id; epoch ??= f.epoch; if (f.epoch !== epoch) failures.push(`epoch changed to ${f.epoch}`); }
+    else if (f.type === "command") {
+      const last = s.seqs.at(-1) ?? 0;
+      if (f.seq !== last + 1) failures.push(`${kind} ${s.id}: got seq ${f.seq} after ${last}`);
+      s.seqs.push(f.seq);
+    } else if (f.type === "recovered") {
+      s.recovered = f;
+      if (!f.complete) failures.push(`${kind} ${s.id}: incomplete recovery ${JSON.stringify(f)}`);
+    }
+  });
+  ws.on("close", (code) => { s.closedWith = code; sockets.delete(ws); });
+  ws.on("error", () => {});
+  s.ready = new Promise((resolve) => ws.once("open", resolve));
+  return s;
+}
+
+const stable = [];
+for (let i = 0; i < STABLE; i++) stable.push(open("stable", [], 0));
+await Promise.all(stable.map((s) => s.ready));
+let churn = [];
+for (let i = 0; i < CHURN; i++) churn.push(open("churn", [], 0));
+await Promise.all(churn.map((s) => s.ready));
+
+const acked = [];
+let publishErrors = 0;
+const started = Date.now();
+const endAt = started + SECONDS * 1000;
+const memory = [];
+let kicks = 0;
+let resumes = 0;
+
+const publisher = (async () => {
+  let i = 0;
+  while (Date.now() < endAt) {
+    const due = started + (i * 1000) / RATE;
+    if (due > Date.now()) await sleep(due - Date.now());
+    i++;
+    try {
+      const r = await fetch(`${BASE}/v1/characters/${CHARACTER}/commands`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ topic: "face", name: "blink", params: { i } }),
+      });
+      if (r.status === 200) acked.push((await r.json()).seqs[0]); else publishErrors++;
+    } catch { publishErrors++; }
+  }
+})();
+
+const churner = (async () => {
+  let tick = 0;
+  while (Date.now() < endAt) {
+    await sleep(2000);
+    tick++;
+    // Replace a few churning subscribers: close them, resume them later from their last seq.
+    const next = [];
+    for (const s of churn) {
+      if (Math.random() < 0.1) {
+        s.ws.close();
+        const r = open("churn", s.seqs, s.seqs.at(-1) ?? 0);
+        resumes++;
+        next.push(r);
+      } else next.push(s);
+    }
+    churn = next;
+    // Every 30 s an admin kicks one; it comes back and resumes.
+    if (tick % 15 === 0) {
+      const victim = churn.find((s) => s.id && s.closedWith === null);
+      if (victim) {
+        const r = await fetch(`${BASE}/v1/admin/characters/${CHARACTER}/subscriptions/${victim.id}`, { method: "DELETE" });
+        if (r.status === 200) {
+          kicks++;
+          await sleep(700);
+          if (victim.closedWith !== 4010) failures.push(`kicked socket closed with ${victim.closedWith}`);
+          churn = churn.map((s) => (s === victim ? open("churn", s.seqs, s.seqs.at(-1) ?? 0) : s));
+          resumes++;
+        } else failures.push(`kick answered ${r.status}`);
+      }
+    }
+  }
+})();
+
+const sampler = (async () => {
+  while (Date.now() < endAt) {
+    memory.push({ t: Math.round((Date.now() - started) / 1000), kib: rssKiB() });
+    await sleep(10_000);
+  }
+})();
+
+await Promise.all([publisher, churner, sampler]);
+const last = acked.at(-1) ?? 0;
+const settle = Date.now() + 15_000;
+const everyone = () => [...stable, ...churn];
+while (Date.now() < settle && everyone().some((s) => (s.seqs.at(-1) ?? 0) < last)) await sleep(100);
+for (const s of everyone()) {
+  const want = Array.from({ length: last }, (_, k) => k + 1);
+  const got = s.seqs.filter((x) => x <= last);
+  if (got.length !== want.length || got.some((x, k) => x !== want[k])) {
+    failures.push(`${s.kind} ${s.id}: has ${got.length} of ${last} seqs`);
+  }
+}
+// Memory: compare the first and last thirds of the samples (after warm-up).
+const samples = memory.slice(1);
+const third = Math.max(1, Math.floor(samples.length / 3));
+const avg = (xs) => xs.reduce((a, b) => a + b.kib, 0) / xs.length;
+const early = avg(samples.slice(0, third));
+const late = avg(samples.slice(-third));
+const growth = (late - early) / early;
+const report = {
+  seconds: SECONDS, stable: STABLE, churning: CHURN, publishes_acknowledged: acked.length,
+  publish_errors: publishErrors, resumes, kicks, failures: failures.length,
+  rss_mib: { first: +(samples[0]?.kib / 1024).toFixed(1), early_avg: +(early / 1024).toFixed(1), late_avg: +(late / 1024).toFixed(1), max: +(Math.max(...samples.map((s) => s.kib)) / 1024).toFixed(1) },
+  rss_growth_early_to_late: `${(growth * 100).toFixed(1)}%`,
+};
+console.log(JSON.stringify(report, null, 2));
+console.log("rss samples (s: MiB):", memory.map((m) => `${m.t}:${(m.kib / 1024).toFixed(0)}`).join(" "));
+for (const f of failures.slice(0, 20)) console.log("FAIL", f);
+clearTimeout(hardStop);
+shutdown(failures.length === 0 && publishErrors === 0 && growth < 0.15 ? 0 : 1);

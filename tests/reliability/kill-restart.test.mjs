@@ -1,0 +1,209 @@
+// Durability and reconnect storm: a publish answered 200 is in the character's
+// history, whatever happens after. The runtime (wrangler dev and its workerd)
+// is killed with SIGKILL in the middle of a publish stream, restarted on the
+// same persisted state, and every subscriber resumes with `since` and
+// `epoch`: each must end with every acknowledged seq exactly once, in order,
+// and the epoch unchanged. Repeated at several kill points; the last round
+// drops many subscribers at once and has them all reconnect together.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import net from "node:net";
+import WebSocket from "ws";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+const STATE = mkdtempSync(join(tmpdir(), "gateway-kill-"));
+const STORM = Number(process.env.STORM_SUBSCRIBERS ?? 1000);
+let server = null;
+const sockets = new Set();
+
+after(() => {
+  for (const ws of sockets) ws.terminate();
+  if (server) kill(server);
+  rmSync(STATE, { recursive: true, force: true });
+});
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const freePort = () => new Promise((resolve) => {
+  const s = net.createServer();
+  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});
+
+async function start() {
+  const port = await freePort();
+  const inspector = await freePort();
+  const child = spawn(join(ROOT, "node_modules/.bin/wrangler"), [
+    "dev", "-c", join(ROOT, "wrangler.dev.toml"), "--ip", "127.0.0.1", "--port", String(port),
+    "--inspector-port", String(inspector), "--persist-to", STATE,
+    "--show-interactive-dev-session=false", "--log-level", "warn",
+  ], { cwd: ROOT, detached: true, stdio: "ignore" });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 720; i++) {
+    try { if ((await fetch(`${base}/healthz`)).status === 200) return { child, base }; } catch { /* not up yet */ }
+    await sleep(250);
+  }
+  kill({ child });
+  throw new Error("wrangler dev did not come up");
+}
+
+/** SIGKILL to wrangler and its workerd: the whole process group, no shutdown. */
+function kill(s) {
+  try { process.kill(-s.child.pid, "SIGKILL"); } catch { /* already gone */ }
+}
+
+/** A subscriber that records the seqs it receives and can resume. */
+function subscriber(base, character, since, epoch) {
+  const q = new URLSearchParams({ topics: ">" });
+  if (since !== undefined) { q.set("since", String(since)); q.set("epoch", epoch); }
+  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?${q}`, { closeTimeout: 500 });
+  sockets.add(ws);
+  const s = { ws, seqs: [], welcome: null, recovered: null, closed: false };
+  ws.on("message", (d) => {
+    const f = JSON.parse(d.toString());
+    if (f.type === "welcome") s.welcome = f;
+    else if (f.type === "command") s.seqs.push(f.seq);
+    else if (f.type === "recovered") s.recovered = f;
+  });
+  ws.on("close", () => { s.closed = true; sockets.delete(ws); });
+  ws.on("error", () => {});
+  s.ready = new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("unexpected-response", (_q, r) => reject(new Error(`upgrade refused ${r.statusCode}`)));
+    ws.once("error", reject);
+  });
+  return s;
+}
+
+async function until(pred, ms, what) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (pred()) return; await sleep(20); }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function openMany(base, character, n, resumeFrom) {
+  const subs = [];
+  for (let i = 0; i < n; i += 100) {
+    const batch = Array.from({ length: Math.min(100, n - i) }, (_, k) => {
+      const prev = resumeFrom?.[i + k];
+      return subscriber(base, character, prev?.since, prev?.epoch);
+    });
+    await Promise.all(batch.map((s) => s.ready));
+    subs.push(...batch);
+  }
+  return subs;
+}
+
+/**
+ * Publishes as fast as `concurrency` allows until `killAfter` publishes are
+ * acknowledged, then kills the server while more are in flight.
+ */
+async function publishThenKill(srv, character, killAfter, concurrency = 4) {
+  const acked = [];
+  let sent = 0;
+  let killed = false;
+  const worker = async () => {
+    while (!killed) {
+      const i = sent++;
+      try {
+        const r = await fetch(`${srv.base}/v1/characters/${character}/commands`, {
+          method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ name: "step", params: { i } }),
+        });
+        if (r.status === 200) {
+          acked.push((await r.json()).seqs[0]);
+          if (acked.length >= killAfter && !killed) { killed = true; kill(srv); }
+        }
+      } catch { /* the server died under this request: not acknowledged */ }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return acked.sort((a, b) => a - b);
+}
+
+test("acknowledged publishes survive SIGKILL; every subscriber resumes with each seq once, in order", { timeout: 600_000 }, async () => {
+  const character = `durable-${Date.now().toString(36)}`;
+  let srv = server = await start();
+  const first = await openMany(srv.base, character, 20);
+  await until(() => first.every((s) => s.welcome), 10_000, "welcome");
+  const epoch = first[0].welcome.epoch;
+  let subs = first;
+  const allAcked = new Set();
+  const history = new Map(); // subscriber index -> every seq it has received over all connections
+
+  for (const [round, killAfter] of [[1, 25], [2, 40], [3, 10]].entries()) {
+    const acked = await publishThenKill(srv, character, killAfter);
+    for (const s of acked) allAcked.add(s);
+    subs.forEach((s, i) => history.set(i, [...(history.get(i) ?? []), ...s.seqs]));
+    // Restart on the same state; every subscriber resumes where it stopped.
+    srv = server = await start();
+    const resumeFrom = subs.map((s, i) => ({ since: (history.get(i) ?? []).at(-1) ?? 0, epoch }));
+    const t0 = Date.now();
+    subs = await openMany(srv.base, character, subs.length, resumeFrom);
+    await until(() => subs.every((s) => s.recovered), 20_000, `recovered after kill ${round + 1}`);
+    const recoverMs = Date.now() - t0;
+    for (const [i, s] of subs.entries()) {
+      assert.equal(s.welcome.epoch, epoch, "epoch unchanged by the restart");
+      assert.equal(s.recovered.complete, true, `subscriber ${i} complete`);
+      const all = [...history.get(i), ...s.seqs];
+      const sorted = [...all].sort((a, b) => a - b);
+      assert.deepEqual(all, sorted, `subscriber ${i}: in order`);
+      assert.equal(new Set(all).size, all.length, `subscriber ${i}: no duplicates`);
+      for (const a of allAcked) assert.ok(all.includes(a), `subscriber ${i} is missing acknowledged seq ${a}`);
+      // Nothing beyond what the character holds, and no gaps inside it.
+      assert.deepEqual(sorted, Array.from({ length: sorted.length }, (_, k) => k + 1), `subscriber ${i}: gapless`);
+      history.set(i, all);
+      s.seqs = [];
+    }
+    const h = await (await fetch(`${srv.base}/v1/characters/${character}/history?limit=1000`)).json();
+    const stored = h.commands.map((c) => c.seq);
+    for (const a of allAcked) assert.ok(stored.includes(a), `history is missing acknowledged seq ${a}`);
+    assert.equal(h.epoch, epoch);
+    console.log(`kill ${round + 1}: ${acked.length} acknowledged (total ${allAcked.size}), history ${stored.length}, ${subs.length} resumed in ${recoverMs} ms`);
+  }
+  for (const s of subs) s.ws.terminate();
+});
+
+test(`reconnect storm: ${STORM} subscribers dropped at once all resume with nothing lost`, { timeout: 600_000 }, async () => {
+  const character = `storm-${Date.now().toString(36)}`;
+  let srv = server ?? (server = await start());
+  const subs = await openMany(srv.base, character, STORM);
+  await until(() => subs.every((s) => s.welcome), 30_000, "welcome");
+  const epoch = subs[0].welcome.epoch;
+  const acked = await publishThenKill(srv, character, 30);
+  srv = server = await start();
+  // While everyone reconnects at once, publishing goes on.
+  const t0 = Date.now();
+  const resumeFrom = subs.map((s) => ({ since: s.seqs.at(-1) ?? 0, epoch }));
+  const more = [];
+  let stop = false;
+  const publisher = (async () => {
+    while (!stop) {
+      const r = await fetch(`${srv.base}/v1/characters/${character}/commands`, {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "live" }),
+      });
+      if (r.status === 200) more.push((await r.json()).seqs[0]);
+      await sleep(50);
+    }
+  })();
+  const back = await Promise.all(resumeFrom.map((r) => {
+    const s = subscriber(srv.base, character, r.since, r.epoch);
+    return s.ready.then(() => s);
+  }));
+  await until(() => back.every((s) => s.recovered), 30_000, "every subscriber recovered");
+  const recoverMs = Date.now() - t0;
+  stop = true;
+  await publisher;
+  const last = more.at(-1) ?? acked.at(-1);
+  await until(() => back.every((s) => (s.seqs.at(-1) ?? 0) >= last), 15_000, "live commands after the storm");
+  for (const [i, s] of back.entries()) {
+    const all = [...subs[i].seqs, ...s.seqs];
+    assert.equal(s.recovered.complete, true);
+    assert.deepEqual(all, Array.from({ length: all.length }, (_, k) => k + 1), `subscriber ${i}: every seq once, in order`);
+    for (const a of [...acked, ...more]) assert.ok(all.includes(a), `subscriber ${i} missing ${a}`);
+  }
+  console.log(`storm: ${STORM} subscribers recovered in ${recoverMs} ms; ${acked.length} acknowledged before the kill, ${more.length} during the storm`);
+  for (const s of back) s.ws.terminate();
+});
