@@ -15,7 +15,7 @@ start_dev_server() {
   DEV_DIRS+=("$dir")
   node_modules/.bin/wrangler dev -c wrangler.dev.toml --ip 127.0.0.1 --port "$port" \
     --inspector-port "$inspector" --persist-to "$dir/state" --show-interactive-dev-session=false \
-    --log-level warn "$@" >"$dir/wrangler.log" 2>&1 &
+    --log-level "${DEV_LOG_LEVEL:-warn}" "$@" >"$dir/wrangler.log" 2>&1 &
   DEV_PIDS+=($!)
   printf -v "${name}_URL" 'http://127.0.0.1:%s' "$port"
   printf -v "${name}_LOG" '%s' "$dir/wrangler.log"

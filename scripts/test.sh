@@ -43,6 +43,9 @@ start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET
   --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
 export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL"
 node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
+# Durability: SIGKILL mid-stream and restart on the same state; reconnect storm.
+# These start wrangler dev servers of their own.
+STORM_SUBSCRIBERS=1000 node --test --test-concurrency=1 --test-timeout=300000 tests/reliability/*.test.mjs
 GATEWAY_URL="$OPEN_URL" ARTIFACTS_DIR=artifacts \
   node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs
 

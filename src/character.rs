@@ -18,6 +18,8 @@ use routing::hub::{ClientInfo, ClientKey, Effect, FrameOutcome, Hub, StoredComma
 use routing::protocol::parse_publish_body;
 use routing::query::{parse_history_query, parse_subscribe_query, SubscribeQuery};
 use routing::topic::CharacterId;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_error, durable_object, Date, Delay, DurableObject, Env, Method, Request, Response,
     Result, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -72,6 +74,15 @@ struct Core {
 }
 
 type Shared = Rc<RefCell<Option<Core>>>;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen through the one method fan-out needs: `send` with a
+    /// JS value, so one string can go to many sockets without re-copying.
+    type SharedTextSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_shared(this: &SharedTextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
+}
 
 #[durable_object]
 pub struct Character {
@@ -272,6 +283,12 @@ impl Character {
                     let _ = ws.close(Some(1011), Some("state lost; reconnect"));
                 }
             }
+        }
+        if !sockets.is_empty() {
+            worker::console_log!(
+                "character {name}: woke with {} sockets, restored from their attachments",
+                sockets.len()
+            );
         }
         *self.core.borrow_mut() = Some(Core {
             hub,
@@ -705,10 +722,17 @@ impl Core {
         for effect in effects {
             match effect {
                 Effect::Send { to, text } => {
+                    // One JS string per frame, shared by every recipient: a
+                    // `send_with_str` per socket would copy the text out of
+                    // wasm memory once per socket.
+                    let js = JsValue::from_str(&text);
                     for key in to {
                         if let Some(ws) = self.sockets.get(&key) {
                             // A socket that closed under us is reaped by its close event.
-                            let _ = ws.send_with_str(&*text);
+                            let _ = ws
+                                .as_ref()
+                                .unchecked_ref::<SharedTextSocket>()
+                                .send_shared(&js);
                         }
                     }
                 }

@@ -7,18 +7,17 @@
 // drops many subscribers at once and has them all reconnect together.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import net from "node:net";
 import WebSocket from "ws";
+import { start as startIn, kill, sleep, progress } from "./server.mjs";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
 const STATE = mkdtempSync(join(tmpdir(), "gateway-kill-"));
 const STORM = Number(process.env.STORM_SUBSCRIBERS ?? 1000);
 let server = null;
 const sockets = new Set();
+const start = () => startIn(STATE);
 
 after(() => {
   for (const ws of sockets) ws.terminate();
@@ -26,39 +25,11 @@ after(() => {
   rmSync(STATE, { recursive: true, force: true });
 });
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const freePort = () => new Promise((resolve) => {
-  const s = net.createServer();
-  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-
-async function start() {
-  const port = await freePort();
-  const inspector = await freePort();
-  const child = spawn(join(ROOT, "node_modules/.bin/wrangler"), [
-    "dev", "-c", join(ROOT, "wrangler.dev.toml"), "--ip", "127.0.0.1", "--port", String(port),
-    "--inspector-port", String(inspector), "--persist-to", STATE,
-    "--show-interactive-dev-session=false", "--log-level", "warn",
-  ], { cwd: ROOT, detached: true, stdio: "ignore" });
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 720; i++) {
-    try { if ((await fetch(`${base}/healthz`)).status === 200) return { child, base }; } catch { /* not up yet */ }
-    await sleep(250);
-  }
-  kill({ child });
-  throw new Error("wrangler dev did not come up");
-}
-
-/** SIGKILL to wrangler and its workerd: the whole process group, no shutdown. */
-function kill(s) {
-  try { process.kill(-s.child.pid, "SIGKILL"); } catch { /* already gone */ }
-}
-
 /** A subscriber that records the seqs it receives and can resume. */
 function subscriber(base, character, since, epoch) {
   const q = new URLSearchParams({ topics: ">" });
   if (since !== undefined) { q.set("since", String(since)); q.set("epoch", epoch); }
-  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?${q}`, { closeTimeout: 500 });
+  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?${q}`, { closeTimeout: 500, handshakeTimeout: 15_000 });
   sockets.add(ws);
   const s = { ws, seqs: [], welcome: null, recovered: null, closed: false };
   ws.on("message", (d) => {
@@ -133,7 +104,8 @@ test("acknowledged publishes survive SIGKILL; every subscriber resumes with each
   const allAcked = new Set();
   const history = new Map(); // subscriber index -> every seq it has received over all connections
 
-  for (const [round, killAfter] of [[1, 25], [2, 40], [3, 10]].entries()) {
+  for (const [round, killAfter] of [25, 40, 10].entries()) {
+    progress(`round ${round + 1}: publishing until ${killAfter} acknowledged, then kill`);
     const acked = await publishThenKill(srv, character, killAfter);
     for (const s of acked) allAcked.add(s);
     subs.forEach((s, i) => history.set(i, [...(history.get(i) ?? []), ...s.seqs]));
@@ -142,6 +114,7 @@ test("acknowledged publishes survive SIGKILL; every subscriber resumes with each
     const resumeFrom = subs.map((s, i) => ({ since: (history.get(i) ?? []).at(-1) ?? 0, epoch }));
     const t0 = Date.now();
     subs = await openMany(srv.base, character, subs.length, resumeFrom);
+    progress(`round ${round + 1}: ${subs.length} resumed sockets open`);
     await until(() => subs.every((s) => s.recovered), 20_000, `recovered after kill ${round + 1}`);
     const recoverMs = Date.now() - t0;
     for (const [i, s] of subs.entries()) {
