@@ -801,7 +801,6 @@ async fn run_task(shared: &Shared, env: &Env, task: Task) {
 
 fn flush_batch(shared: &Shared) -> Result<()> {
     if let Some(core) = shared.borrow_mut().as_mut() {
-        core.scheduled.retain(|t| *t != Task::FlushBatch);
         let effects = core.hub.flush(now_ms());
         core.apply(effects);
     }

@@ -110,41 +110,21 @@ async fn route(req: Request, env: &Env) -> Handled {
             };
             allow(&method, &[allowed])?;
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
-            let auth = Auth::from_env(env);
-            match *action {
+            let (needed, token) = match *action {
                 "subscribe" => {
-                    let token = query_pairs(&url)
-                        .into_iter()
-                        .find(|(k, _)| k == "token")
-                        .map(|(_, v)| v);
-                    let p = auth.principal(&req, token.as_deref())?;
-                    check(&p, Action::Subscribe, Some(&character))?;
-                    subscribe(req, &url, env, &character, &p).await
+                    let token = query_pairs(&url).into_iter().find(|(k, _)| k == "token");
+                    (Action::Subscribe, token.map(|(_, v)| v))
                 }
-                "commands" => {
-                    check(
-                        &auth.principal(&req, None)?,
-                        Action::Publish,
-                        Some(&character),
-                    )?;
-                    publish(req, env, &character).await
-                }
-                "say" => {
-                    check(
-                        &auth.principal(&req, None)?,
-                        Action::Publish,
-                        Some(&character),
-                    )?;
-                    say(req, env, &character).await
-                }
-                _ => {
-                    check(
-                        &auth.principal(&req, None)?,
-                        Action::History,
-                        Some(&character),
-                    )?;
-                    history(&url, env, &character).await
-                }
+                "commands" | "say" => (Action::Publish, None),
+                _ => (Action::History, None),
+            };
+            let p = Auth::from_env(env).principal(&req, token.as_deref())?;
+            check(&p, needed, Some(&character))?;
+            match *action {
+                "subscribe" => subscribe(req, &url, env, &character, &p).await,
+                "commands" => publish(req, env, &character).await,
+                "say" => say(req, env, &character).await,
+                _ => history(&url, env, &character).await,
             }
         }
         ["v1", "broadcast"] => {
@@ -307,11 +287,7 @@ async fn say(req: Request, env: &Env, character: &CharacterId) -> Handled {
 
 async fn history(url: &Url, env: &Env, character: &CharacterId) -> Handled {
     parse_history_query(&query_pairs(url))?;
-    let headers = Headers::new();
-    headers.set(H_CHARACTER, character.as_str())?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let forwarded = Request::new_with_init(&object_url("/history", url), &init)?;
+    let forwarded = get_from_object("/history", url, Method::Get, Some(character))?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
@@ -373,14 +349,21 @@ async fn broadcast(req: Request, env: &Env, principal: &Principal) -> Handled {
     )?)
 }
 
+/// A request to an object's internal `path`, carrying the public query and,
+/// for a character object, its name.
 fn get_from_object(
     path: &str,
     url: &Url,
     method: Method,
+    character: Option<&CharacterId>,
 ) -> std::result::Result<Request, AppError> {
     let mut init = RequestInit::new();
     init.with_method(method);
-    Ok(Request::new_with_init(&object_url(path, url), &init)?)
+    let req = Request::new_with_init(&object_url(path, url), &init)?;
+    if let Some(c) = character {
+        req.headers().set(H_CHARACTER, c.as_str())?;
+    }
+    Ok(req)
 }
 
 /// `/v1/admin/...`: listing across characters (registry), one character's
@@ -393,15 +376,14 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
             let stub = env
                 .durable_object(registry::BINDING)?
                 .get_by_name(registry::INSTANCE)?;
-            let req = get_from_object("/list", url, Method::Get)?;
+            let req = get_from_object("/list", url, Method::Get, None)?;
             Ok(stub.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions"] => {
             allow(method, &[Method::Get])?;
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
             check(p, Action::Admin, Some(&character))?;
-            let req = get_from_object("/subscriptions", url, Method::Get)?;
-            req.headers().set(H_CHARACTER, character.as_str())?;
+            let req = get_from_object("/subscriptions", url, Method::Get, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions", client_id] => {
@@ -418,8 +400,7 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
                 )));
             }
             let path = format!("/subscriptions/{client_id}");
-            let req = get_from_object(&path, url, Method::Delete)?;
-            req.headers().set(H_CHARACTER, character.as_str())?;
+            let req = get_from_object(&path, url, Method::Delete, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }
         ["logs"] => {

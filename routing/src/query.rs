@@ -56,6 +56,23 @@ fn seq_param(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, ApiEr
     }
 }
 
+/// `limit`: `default` when absent, else 1..=`max`; outside that is a 400,
+/// never clamped.
+fn limit_param(pairs: &[(String, String)], default: u64, max: u64) -> Result<u64, ApiError> {
+    match once(pairs, "limit")? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be an integer from 1 to {max}, got {v:?}"
+                ))
+            }),
+    }
+}
+
 fn topics_param(pairs: &[(String, String)]) -> Result<Vec<TopicFilter>, ApiError> {
     parse_filter_csv(once(pairs, "topics")?.unwrap_or("")).map_err(ApiError::from)
 }
@@ -106,33 +123,13 @@ pub fn parse_logs_query(pairs: &[(String, String)]) -> Result<LogsQuery, ApiErro
         None => None,
         Some(c) => Some(CharacterId::parse(c)?),
     };
-    let limit = match once(pairs, "limit")? {
-        None => LOGS_DEFAULT_LIMIT,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=LOGS_MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "`limit` must be an integer from 1 to {LOGS_MAX_LIMIT}, got {v:?}"
-                )))
-            }
-        },
-    };
+    let limit = limit_param(pairs, LOGS_DEFAULT_LIMIT as u64, LOGS_MAX_LIMIT as u64)? as usize;
     Ok(LogsQuery { character, limit })
 }
 
 pub fn parse_history_query(pairs: &[(String, String)]) -> Result<HistoryQuery, ApiError> {
     let since = seq_param(pairs, "since")?.unwrap_or(0);
-    let limit = match once(pairs, "limit")? {
-        None => HISTORY_DEFAULT_LIMIT,
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "`limit` must be an integer from 1 to {HISTORY_MAX_LIMIT}, got {v:?}"
-                )))
-            }
-        },
-    };
+    let limit = limit_param(pairs, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     Ok(HistoryQuery {
         since,
         limit,
