@@ -2,8 +2,11 @@
 //! headers and hands them to the pure policy in `routing::auth`. Every
 //! failure is one `401` or `403` with the contract's body.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use routing::auth::{authenticate, AuthConfig, Credentials, Principal};
-use worker::{Date, Env, Request};
+use worker::{Date, Env, Headers};
 
 use crate::config::{secret, var};
 use crate::error::AppError;
@@ -15,8 +18,22 @@ pub struct Auth {
     api_key_header: String,
 }
 
+thread_local! {
+    static CACHED: RefCell<Option<Rc<Auth>>> = const { RefCell::new(None) };
+}
+
 impl Auth {
-    pub fn from_env(env: &Env) -> Self {
+    /// The settings, read once per isolate (vars and secrets are fixed for a
+    /// deployment).
+    pub fn cached(env: &Env) -> Rc<Self> {
+        CACHED.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(|| Rc::new(Self::from_env(env)))
+                .clone()
+        })
+    }
+
+    fn from_env(env: &Env) -> Self {
         Self {
             enabled: var(env, "AUTH_ENABLED").is_some_and(|v| v.trim() == "true"),
             jwt_secret: secret(env, "JWT_SECRET").unwrap_or_default(),
@@ -30,10 +47,9 @@ impl Auth {
     /// Who is calling. `query_token` is the `?token=` of a subscribe URL.
     pub fn principal(
         &self,
-        req: &Request,
+        headers: &Headers,
         query_token: Option<&str>,
     ) -> Result<Principal, AppError> {
-        let headers = req.headers();
         let authorization = headers.get("authorization")?;
         let api_key = headers.get(&self.api_key_header)?;
         let cfg = AuthConfig {

@@ -15,8 +15,10 @@ use std::time::Duration;
 use routing::archive::{self, covers, encode_page, next_page_ready, page_key, page_of};
 use routing::events::LogEvent;
 use routing::hub::{ClientInfo, ClientKey, Effect, FrameOutcome, Hub, StoredCommand};
-use routing::protocol::parse_publish_body;
-use routing::query::{parse_history_query, parse_subscribe_query, SubscribeQuery};
+use routing::protocol::{parse_publish_body, ErrorCode, MAX_BODY_BYTES};
+use routing::query::{
+    parse_history_query, parse_subscribe_query, query_pairs, split_url, SubscribeQuery,
+};
 use routing::topic::CharacterId;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -191,16 +193,13 @@ impl DurableObject for Character {
 
 impl Character {
     async fn serve(&self, mut req: Request) -> AppResult<Response> {
-        let url = req.url()?;
         let hint = req.headers().get(H_CHARACTER)?;
         self.ensure_core(hint.as_deref())?;
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let method = req.method();
-        let path = url.path().to_string();
-        match (method, path.as_str()) {
+        let raw_url = req.inner().url();
+        let (path, query) = split_url(&raw_url);
+        let pairs = query_pairs(query);
+        let path = path.to_string();
+        match (req.method(), path.as_str()) {
             (Method::Get, "/subscribe") => {
                 let headers = req.headers();
                 let user = headers.get(H_USER)?;
@@ -210,7 +209,14 @@ impl Character {
                 self.subscribe(query, user, can_publish, expires).await
             }
             (Method::Post, "/publish") => {
+                // The router streams the body through without measuring it.
                 let body = req.bytes().await?;
+                if body.len() > MAX_BODY_BYTES {
+                    return Err(AppError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("request body is over {MAX_BODY_BYTES} bytes"),
+                    ));
+                }
                 self.publish(&body)
             }
             (Method::Get, "/history") => self.history(&pairs).await,
@@ -249,7 +255,7 @@ impl Character {
                 e
             }
         };
-        let config = Config::from_env(&self.env);
+        let config = Config::cached(&self.env);
         let page_size = match store.meta_u64("page_size")? {
             Some(size) if size > 0 => size,
             _ => {

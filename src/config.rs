@@ -1,5 +1,7 @@
 //! The `[vars]` and secrets the gateway reads (contract §7), with defaults.
 
+use std::cell::RefCell;
+
 use worker::Env;
 
 #[derive(Clone, Debug)]
@@ -28,7 +30,21 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+thread_local! {
+    static CACHED: RefCell<Option<Config>> = const { RefCell::new(None) };
+}
+
 impl Config {
+    /// The configuration, read from `env` once per isolate: vars are fixed for
+    /// a deployment, and each read is a call into the runtime.
+    pub fn cached(env: &Env) -> Self {
+        CACHED.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(|| Self::from_env(env))
+                .clone()
+        })
+    }
+
     pub fn from_env(env: &Env) -> Self {
         Self {
             history_limit: number(env, "HISTORY_LIMIT", 1000).max(1),

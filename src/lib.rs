@@ -14,9 +14,11 @@ mod store;
 
 pub use character::Character;
 pub use registry::Registry;
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::worker_sys::web_sys;
+use worker::{event, Context, Env, Response, Result};
 
+/// Takes the runtime's request as is: the router reads only what it needs.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
     router::handle(req, env, ctx).await
 }

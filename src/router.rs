@@ -7,10 +7,15 @@ use futures_util::future::join_all;
 use routing::auth::{authorize, can_publish, token_expiry, Action, Principal};
 use routing::events::LogEvent;
 use routing::protocol::{parse_broadcast_body, ApiError, Command, ErrorCode, MAX_BODY_BYTES};
-use routing::query::{parse_history_query, parse_logs_query, parse_subscribe_query};
+use routing::query::{
+    parse_history_query, parse_logs_query, parse_subscribe_query, query_pairs, split_url,
+};
 use routing::topic::CharacterId;
 use serde::Deserialize;
-use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub, Url};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::web_sys;
+use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub};
 
 use crate::auth::Auth;
 use crate::character::{now_ms, H_CAN_PUBLISH, H_CHARACTER, H_EXPIRES, H_USER};
@@ -20,9 +25,60 @@ use crate::{kv, registry};
 
 type Handled = std::result::Result<Response, AppError>;
 
-pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    let path = req.path();
-    let method = req.inner().method();
+/// An incoming request as the router sees it: the runtime's request plus its
+/// method, path and query, read once. It is not wrapped in `worker::Request`,
+/// whose constructor also materializes the `cf` object, and the URL is split
+/// rather than parsed, since the runtime hands it over already serialized.
+pub struct Incoming {
+    raw: web_sys::Request,
+    method: String,
+    path: String,
+    query: Option<String>,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        let url = raw.url();
+        let (path, query) = split_url(&url);
+        let (path, query) = (path.to_string(), query.map(str::to_string));
+        Self {
+            method: raw.method(),
+            raw,
+            path,
+            query,
+        }
+    }
+
+    fn headers(&self) -> Headers {
+        Headers(self.raw.headers())
+    }
+
+    fn query_pairs(&self) -> Vec<(String, String)> {
+        query_pairs(self.query.as_deref())
+    }
+
+    /// The method as a route sees it. `worker::Method` maps methods it does
+    /// not know (QUERY, PROPFIND, ...) to GET; those become CONNECT here,
+    /// which no route allows, so they are answered 405, not served as a GET.
+    fn method(&self) -> Method {
+        match self.method.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            _ => Method::Connect,
+        }
+    }
+}
+
+pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+    let req = Incoming::new(req);
+    let path = req.path.clone();
+    let method = req.method.clone();
     let result = route(req, &env).await;
     // Auth failures and admin actions go to the event log after the answer.
     let event = match &result {
@@ -43,7 +99,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Result<Response> {
         _ => None,
     };
     if let Some(ev) = event {
-        let ttl = Config::from_env(&env).log_ttl_seconds;
+        let ttl = Config::cached(&env).log_ttl_seconds;
         let character = ev.character.clone();
         ctx.wait_until(async move {
             if let Err(e) = kv::write_logs(&env, character.as_deref(), &[ev], ttl).await {
@@ -72,17 +128,6 @@ fn check(
     Ok(authorize(p, action, c)?)
 }
 
-/// The request's method. `worker` maps methods it does not know (QUERY,
-/// PROPFIND, ...) to GET; those become CONNECT here, which no route allows,
-/// so they are answered 405 instead of being served as a GET.
-fn method_of(req: &Request) -> Method {
-    let raw = req.inner().method();
-    match raw.as_str() {
-        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE" => req.method(),
-        _ => Method::Connect,
-    }
-}
-
 fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppError> {
     if allowed.contains(method) {
         Ok(())
@@ -92,11 +137,10 @@ fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppErro
     }
 }
 
-async fn route(req: Request, env: &Env) -> Handled {
-    let url = req.url()?;
-    let path = url.path().to_string();
+async fn route(req: Incoming, env: &Env) -> Handled {
+    let path = req.path.clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = method_of(&req);
+    let method = req.method();
     match segments.as_slice() {
         ["healthz"] => {
             allow(&method, &[Method::Get, Method::Head])?;
@@ -112,29 +156,29 @@ async fn route(req: Request, env: &Env) -> Handled {
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
             let (needed, token) = match *action {
                 "subscribe" => {
-                    let token = query_pairs(&url).into_iter().find(|(k, _)| k == "token");
+                    let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
                     (Action::Subscribe, token.map(|(_, v)| v))
                 }
                 "commands" | "say" => (Action::Publish, None),
                 _ => (Action::History, None),
             };
-            let p = Auth::from_env(env).principal(&req, token.as_deref())?;
+            let p = Auth::cached(env).principal(&req.headers(), token.as_deref())?;
             check(&p, needed, Some(&character))?;
             match *action {
-                "subscribe" => subscribe(req, &url, env, &character, &p).await,
+                "subscribe" => subscribe(req, env, &character, &p).await,
                 "commands" => publish(req, env, &character).await,
                 "say" => say(req, env, &character).await,
-                _ => history(&url, env, &character).await,
+                _ => history(&req, env, &character).await,
             }
         }
         ["v1", "broadcast"] => {
             allow(&method, &[Method::Post])?;
-            let p = Auth::from_env(env).principal(&req, None)?;
+            let p = Auth::cached(env).principal(&req.headers(), None)?;
             broadcast(req, env, &p).await
         }
         ["v1", "admin", rest @ ..] => {
-            let p = Auth::from_env(env).principal(&req, None)?;
-            admin(rest, &method, &url, env, &p).await
+            let p = Auth::cached(env).principal(&req.headers(), None)?;
+            admin(rest, &method, &req, env, &p).await
         }
         _ => Err(AppError::not_found(format!("no route for {path}"))),
     }
@@ -163,34 +207,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn query_pairs(url: &Url) -> Vec<(String, String)> {
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 fn stub(env: &Env, character: &CharacterId) -> std::result::Result<Stub, AppError> {
     Ok(env
         .durable_object("CHARACTERS")?
         .get_by_name(character.as_str())?)
 }
 
-fn object_url(path: &str, url: &Url) -> String {
-    match url.query() {
+fn object_url(path: &str, req: &Incoming) -> String {
+    match &req.query {
         Some(q) => format!("https://character{path}?{q}"),
         None => format!("https://character{path}"),
     }
 }
 
 async fn subscribe(
-    req: Request,
-    url: &Url,
+    req: Incoming,
     env: &Env,
     character: &CharacterId,
     principal: &Principal,
 ) -> Handled {
     // Validated here so that a bad request never opens a socket.
-    parse_subscribe_query(&query_pairs(url))?;
+    parse_subscribe_query(&req.query_pairs())?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(AppError::new(
@@ -215,41 +252,49 @@ async fn subscribe(
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let forwarded = Request::new_with_init(&object_url("/subscribe", url), &init)?;
+    let forwarded = Request::new_with_init(&object_url("/subscribe", &req), &init)?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
-/// Reads a request body, refusing more than the contract's 64 KiB.
-async fn read_body(mut req: Request) -> std::result::Result<Vec<u8>, AppError> {
-    let too_large = || {
-        AppError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body is over {} bytes", MAX_BODY_BYTES),
-        )
-    };
-    if let Some(len) = req.headers().get("content-length")? {
-        if len
-            .trim()
-            .parse::<usize>()
-            .is_ok_and(|n| n > MAX_BODY_BYTES)
-        {
-            return Err(too_large());
-        }
+fn too_large() -> AppError {
+    AppError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body is over {} bytes", MAX_BODY_BYTES),
+    )
+}
+
+/// The declared body length, refused early when it is over the contract's
+/// 64 KiB. A body without a length is measured when it is read.
+fn declared_length(req: &Incoming) -> std::result::Result<Option<usize>, AppError> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|len| len.trim().parse::<usize>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES => Err(too_large()),
+        other => Ok(other),
     }
-    let body = req
-        .bytes()
-        .await
-        .map_err(|_| AppError::bad_request("unreadable request body"))?;
+}
+
+/// Reads a request body, refusing more than the contract's 64 KiB.
+async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
+    declared_length(req)?;
+    let unreadable = |_| AppError::bad_request("unreadable request body");
+    let promise = req.raw.array_buffer().map_err(unreadable)?;
+    let buffer = JsFuture::from(promise).await.map_err(unreadable)?;
+    let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
     }
     Ok(body)
 }
 
+/// Posts a publish body to the character's object, which parses, stores
+/// and sends it.
 async fn post_to_object(
     env: &Env,
     character: &CharacterId,
-    body: &[u8],
+    body: wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
     let headers = Headers::new();
     headers.set(H_CHARACTER, character.as_str())?;
@@ -257,24 +302,39 @@ async fn post_to_object(
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)
-        .with_body(Some(js_sys::Uint8Array::from(body).into()));
+        .with_body(Some(body));
     let forwarded = Request::new_with_init("https://character/publish", &init)?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
-async fn publish(req: Request, env: &Env, character: &CharacterId) -> Handled {
-    let body = read_body(req).await?;
-    post_to_object(env, character, &body).await
+fn bytes_value(body: &[u8]) -> wasm_bindgen::JsValue {
+    js_sys::Uint8Array::from(body).into()
+}
+
+/// The body goes to the object as the runtime's stream, without a copy into
+/// this Worker; the object enforces the size limit again as it reads.
+async fn publish(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
+    if declared_length(&req)?.is_none() {
+        // No declared length: measure it here, so an oversized body is
+        // refused before it reaches the object.
+        let body = read_body(&req).await?;
+        return post_to_object(env, character, bytes_value(&body)).await;
+    }
+    let body = match req.raw.body() {
+        Some(stream) => stream.unchecked_into::<wasm_bindgen::JsValue>(),
+        None => bytes_value(&[]),
+    };
+    post_to_object(env, character, body).await
 }
 
 /// Derives commands from text, publishes them, and answers like `commands`
 /// plus the derived commands.
-async fn say(req: Request, env: &Env, character: &CharacterId) -> Handled {
-    let body = read_body(req).await?;
+async fn say(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
+    let body = read_body(&req).await?;
     let commands = crate::say::derive(env, &body)?;
     let derived: Vec<serde_json::Value> = commands.iter().map(command_json).collect();
     let forward = serde_json::json!({ "commands": derived }).to_string();
-    let mut resp = post_to_object(env, character, forward.as_bytes()).await?;
+    let mut resp = post_to_object(env, character, bytes_value(forward.as_bytes())).await?;
     if resp.status_code() != 200 {
         return Ok(resp);
     }
@@ -285,9 +345,9 @@ async fn say(req: Request, env: &Env, character: &CharacterId) -> Handled {
     Ok(json_response(200, &answer.to_string())?)
 }
 
-async fn history(url: &Url, env: &Env, character: &CharacterId) -> Handled {
-    parse_history_query(&query_pairs(url))?;
-    let forwarded = get_from_object("/history", url, Method::Get, Some(character))?;
+async fn history(req: &Incoming, env: &Env, character: &CharacterId) -> Handled {
+    parse_history_query(&req.query_pairs())?;
+    let forwarded = get_from_object("/history", req, Method::Get, Some(character))?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
@@ -308,15 +368,15 @@ struct PublishAnswer {
 }
 
 /// Publishes one command to many characters, all objects at once.
-async fn broadcast(req: Request, env: &Env, principal: &Principal) -> Handled {
-    let body = read_body(req).await?;
+async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
+    let body = read_body(&req).await?;
     let (characters, command) = parse_broadcast_body(&body)?;
     for c in &characters {
         check(principal, Action::Publish, Some(c))?;
     }
     let one = serde_json::json!({ "commands": [command_json(&command)] }).to_string();
     let calls = characters.iter().map(|c| async {
-        let mut resp = post_to_object(env, c, one.as_bytes()).await?;
+        let mut resp = post_to_object(env, c, bytes_value(one.as_bytes())).await?;
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!("broadcast to {}: status {}", c.as_str(), resp.status_code())));
         }
@@ -353,13 +413,13 @@ async fn broadcast(req: Request, env: &Env, principal: &Principal) -> Handled {
 /// for a character object, its name.
 fn get_from_object(
     path: &str,
-    url: &Url,
+    incoming: &Incoming,
     method: Method,
     character: Option<&CharacterId>,
 ) -> std::result::Result<Request, AppError> {
     let mut init = RequestInit::new();
     init.with_method(method);
-    let req = Request::new_with_init(&object_url(path, url), &init)?;
+    let req = Request::new_with_init(&object_url(path, incoming), &init)?;
     if let Some(c) = character {
         req.headers().set(H_CHARACTER, c.as_str())?;
     }
@@ -368,7 +428,13 @@ fn get_from_object(
 
 /// `/v1/admin/...`: listing across characters (registry), one character's
 /// subscribers and kicks (its object), and the event log (KV).
-async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Principal) -> Handled {
+async fn admin(
+    rest: &[&str],
+    method: &Method,
+    incoming: &Incoming,
+    env: &Env,
+    p: &Principal,
+) -> Handled {
     match rest {
         ["subscriptions"] => {
             allow(method, &[Method::Get])?;
@@ -376,14 +442,14 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
             let stub = env
                 .durable_object(registry::BINDING)?
                 .get_by_name(registry::INSTANCE)?;
-            let req = get_from_object("/list", url, Method::Get, None)?;
+            let req = get_from_object("/list", incoming, Method::Get, None)?;
             Ok(stub.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions"] => {
             allow(method, &[Method::Get])?;
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
             check(p, Action::Admin, Some(&character))?;
-            let req = get_from_object("/subscriptions", url, Method::Get, Some(&character))?;
+            let req = get_from_object("/subscriptions", incoming, Method::Get, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions", client_id] => {
@@ -400,12 +466,12 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
                 )));
             }
             let path = format!("/subscriptions/{client_id}");
-            let req = get_from_object(&path, url, Method::Delete, Some(&character))?;
+            let req = get_from_object(&path, incoming, Method::Delete, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }
         ["logs"] => {
             allow(method, &[Method::Get])?;
-            let query = parse_logs_query(&query_pairs(url))?;
+            let query = parse_logs_query(&incoming.query_pairs())?;
             let character = query.character;
             let limit = query.limit;
             check(p, Action::Admin, character.as_ref())?;
@@ -413,6 +479,9 @@ async fn admin(rest: &[&str], method: &Method, url: &Url, env: &Env, p: &Princip
             let body = serde_json::json!({ "events": events }).to_string();
             Ok(json_response(200, &body)?)
         }
-        _ => Err(AppError::not_found(format!("no route for {}", url.path()))),
+        _ => Err(AppError::not_found(format!(
+            "no route for {}",
+            incoming.path
+        ))),
     }
 }

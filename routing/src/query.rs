@@ -137,6 +137,39 @@ pub fn parse_history_query(pairs: &[(String, String)]) -> Result<HistoryQuery, A
     })
 }
 
+/// Splits a serialized absolute URL (as the runtime hands it over) into its
+/// path and query without a full URL parse. A WHATWG-serialized http(s) URL
+/// always has a path starting at the first `/` after the authority, and `?`
+/// and `#` never occur unescaped inside the path.
+pub fn split_url(url: &str) -> (&str, Option<&str>) {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[after_scheme..];
+    let rest = match rest.find('/') {
+        Some(i) => &rest[i..],
+        None => match rest.find(['?', '#']) {
+            Some(i) => &rest[i..],
+            None => "",
+        },
+    };
+    let rest = rest.split('#').next().unwrap_or("");
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string, decoded the
+/// way browsers and the `url` crate decode them (`+` is a space).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    match query {
+        None => Vec::new(),
+        Some(q) => form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +274,47 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn urls_split_into_path_and_query() {
+        let cases = [
+            ("https://a.example/v1/x?y=1", "/v1/x", Some("y=1")),
+            ("http://127.0.0.1:8787/healthz", "/healthz", None),
+            ("https://character/publish", "/publish", None),
+            ("https://a.example", "/", None),
+            ("https://a.example?x=1", "/", Some("x=1")),
+            ("https://a.example/p?q=1#frag", "/p", Some("q=1")),
+            ("https://a.example/p#frag?no", "/p", None),
+            ("https://a.example/p?", "/p", Some("")),
+            (
+                "https://user:pw@a.example:9/%3F/b?c=%26",
+                "/%3F/b",
+                Some("c=%26"),
+            ),
+            ("/relative?x", "/relative", Some("x")),
+        ];
+        for (url, path, query) in cases {
+            assert_eq!(split_url(url), (path, query), "{url}");
+        }
+    }
+
+    #[test]
+    fn query_pairs_decode_like_forms() {
+        assert!(query_pairs(None).is_empty());
+        assert!(query_pairs(Some("")).is_empty());
+        let pairs = query_pairs(Some("topics=face%2Cbody.*&since=5&token=a+b&flag&=v"));
+        let want = [
+            ("topics", "face,body.*"),
+            ("since", "5"),
+            ("token", "a b"),
+            ("flag", ""),
+            ("", "v"),
+        ];
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -63,6 +63,38 @@ test("oversize bodies, commands and batches are 413", async () => {
   assert.equal(exactly.status, 200, "100 commands are allowed");
 });
 
+test("bodies without a declared length (chunked) are measured: small ones publish, big ones are 413", async () => {
+  const c = uniqueCharacter("chunked");
+  // A stream body makes fetch send Transfer-Encoding: chunked, no Content-Length.
+  const chunked = (text, pieces) => {
+    const bytes = new TextEncoder().encode(text);
+    const step = Math.ceil(bytes.length / pieces);
+    return new ReadableStream({
+      start(ctl) {
+        for (let i = 0; i < bytes.length; i += step) ctl.enqueue(bytes.slice(i, i + step));
+        ctl.close();
+      },
+    });
+  };
+  const post = async (text, pieces) => {
+    const res = await fetch(BASE + cmdPath(c), {
+      method: "POST", headers: { "content-type": "application/json" }, body: chunked(text, pieces), duplex: "half",
+    });
+    const body = await res.text();
+    let json = null;
+    try { json = JSON.parse(body); } catch { /* not JSON */ }
+    return { status: res.status, json, text: body };
+  };
+  const ok = await post(JSON.stringify({ topic: "face", name: "smile", params: { via: "chunks" } }), 3);
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual(ok.json.seqs, [1]);
+  const big = JSON.stringify({ name: "x", params: { pad: "y".repeat(65 * 1024) } });
+  assertError(assert, await post(big, 8), 413, "payload_too_large");
+  const history = await http("GET", `/v1/characters/${c}/history`);
+  assert.equal(history.status, 200);
+  assert.deepEqual(history.json.commands.map((x) => [x.seq, x.name, x.params.via]), [[1, "smile", "chunks"]]);
+});
+
 test("broadcast: bad bodies are 400", async () => {
   for (const body of [{ name: "x" }, { characters: [], name: "x" }, { characters: "a", name: "x" }, { characters: ["bad name"], name: "x" }, { characters: ["a"] }, { characters: [1], name: "x" }]) {
     assertError(assert, await http("POST", "/v1/broadcast", { body }), 400, "bad_request");
