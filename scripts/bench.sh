@@ -11,8 +11,10 @@
 # Sizes (environment): BENCH_SUBS (1000: subscribers in (a) and (d), characters in
 # (c)), BENCH_SECS (8: length of each saturation phase), BENCH_RATE (5: commands/s
 # of the fixed-rate latency phase of (a)), BENCH_RATE_SECS (5), BENCH_PUBLISHERS (4).
-# Ports: BENCH_PORT_BASE (8901; ours, partyserver, native take base, +1, +2; the
-# inspectors 9401 and 9402).
+# Ports: BENCH_PORT_BASE (8901; ours, partyserver, native take base, +1, +2).
+# Both workerd-based servers run in wrangler's local runtime without the devtools
+# inspector (scripts/serve-local.mjs), which under `wrangler dev` buffers every
+# runtime event and so costs memory and CPU that production does not pay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,8 +38,6 @@ BASE=${BENCH_PORT_BASE:-8901}
 P_OURS=$BASE
 P_PARTY=$((BASE + 1))
 P_NATIVE=$((BASE + 2))
-I_OURS=$((BASE + 500))
-I_PARTY=$((BASE + 501))
 WRANGLER=node_modules/.bin/wrangler
 
 WORK=$(mktemp -d /tmp/gateway-bench.XXXXXX)
@@ -56,19 +56,20 @@ echo "bench: building the load generator (bench/)"
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
 
-start_wrangler() { # name config port inspector
-  local name=$1 config=$2 port=$3 inspector=$4
-  setsid "$WRANGLER" dev -c "$config" --ip 127.0.0.1 --port "$port" \
-    --inspector-port "$inspector" --persist-to "$WORK/state-$name" \
-    --show-interactive-dev-session=false --log-level warn \
-    >"$WORK/$name.log" 2>&1 &
+start_wrangler() { # name config port
+  local name=$1 config=$2 port=$3
+  setsid node scripts/serve-local.mjs --config "$(realpath "$config")" --port "$port" \
+    --persist-to "$WORK/state-$name" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   echo $! >"$WORK/$name.pid"
 }
 
+# The servers do not build (scripts/serve-local.mjs): build our Worker first
+# when benching the working tree.
+if [ "$OURS_CONFIG" = wrangler.dev.toml ]; then bash scripts/build.sh; fi
 echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
-start_wrangler ours "$OURS_CONFIG" "$P_OURS" "$I_OURS"
-start_wrangler partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY" "$I_PARTY"
+start_wrangler ours "$OURS_CONFIG" "$P_OURS"
+start_wrangler partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY"
 setsid "$BIN/native-server" --listen "127.0.0.1:$P_NATIVE" >"$WORK/native.log" 2>&1 &
 PIDS+=($!)
 echo $! >"$WORK/native.pid"
@@ -105,7 +106,8 @@ run() { # scenario server args...
   shift 2
   # shellcheck disable=SC2046
   timeout 300 "$BIN/loadgen" --url "$(url_of "$server")" --label "$server" --scenario "$scenario" \
-    --prefix "$scenario-$RUN-$server" --publishers "$PUBLISHERS" --out "$RESULTS" "$@" >/dev/null
+    --prefix "$scenario-$RUN-$server" --publishers "$PUBLISHERS" --out "$RESULTS" \
+    --cpu-pid "$(cat "$WORK/$server.pid")" "$@" >/dev/null
 }
 
 # The three servers take turns within each scenario, so drift in the machine's

@@ -143,11 +143,11 @@ fn parse_head(text: &str) -> Result<Head> {
     Ok(Head { first, headers })
 }
 
-/// Sum of the resident memory (bytes) of `root` and its descendants whose command
-/// name contains `name_part` (all of them when it is empty). Linux `/proc` only.
-pub fn tree_rss(root: u32, name_part: &str) -> Result<u64> {
+/// Every process in the tree under `root` (itself included) whose name
+/// contains `name_part`, with the fields of `/proc/<pid>/stat` after the name.
+fn tree_stats(root: u32, name_part: &str) -> Result<Vec<(u32, Vec<String>)>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut stats: HashMap<u32, (String, Vec<String>)> = HashMap::new();
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -161,33 +161,61 @@ pub fn tree_rss(root: u32, name_part: &str) -> Result<u64> {
             continue;
         };
         let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..]
+        let fields: Vec<String> = stat[close + 1..]
             .split_whitespace()
-            .nth(1)
+            .map(str::to_string)
+            .collect();
+        let ppid = fields
+            .get(1)
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0);
         children.entry(ppid).or_default().push(pid);
-        names.insert(pid, comm);
+        stats.insert(pid, (comm, fields));
     }
-    let mut total = 0u64;
+    let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
         if let Some(kids) = children.get(&pid) {
             stack.extend(kids);
         }
-        let matches = names.get(&pid).is_some_and(|n| n.contains(name_part));
-        if matches {
-            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
-                    let kb: u64 = line
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    total += kb * 1024;
-                }
+        if let Some((comm, fields)) = stats.remove(&pid) {
+            if comm.contains(name_part) {
+                out.push((pid, fields));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sum of the resident memory (bytes) of `root` and its descendants whose command
+/// name contains `name_part` (all of them when it is empty). Linux `/proc` only.
+pub fn tree_rss(root: u32, name_part: &str) -> Result<u64> {
+    let mut total = 0u64;
+    for (pid, _) in tree_stats(root, name_part)? {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) {
+                let kb: u64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                total += kb * 1024;
             }
         }
     }
     Ok(total)
+}
+
+/// CPU time (user + system, seconds) used so far by the processes under
+/// `root`. `/proc` counts it in USER_HZ ticks, 100 per second on Linux.
+pub fn tree_cpu_seconds(root: u32) -> Result<f64> {
+    let ticks: u64 = tree_stats(root, "")?
+        .iter()
+        .map(|(_, f)| {
+            // After the name: state(0) ppid(1) ... utime(11) stime(12).
+            let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            field(11) + field(12)
+        })
+        .sum();
+    Ok(ticks as f64 / 100.0)
 }

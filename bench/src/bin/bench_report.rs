@@ -144,6 +144,18 @@ fn main() -> Result<()> {
     .chain([
         row("publish errors", "publish_errors", false),
         row("time to open all sockets ms", "connect_ms", false),
+        // CPU time of the server's whole process tree over the phase: unlike
+        // the rates, it does not depend on how busy the rest of the machine is.
+        row(
+            "server CPU ms per command",
+            "server_cpu_ms_per_command",
+            false,
+        ),
+        row(
+            "server CPU µs per delivery",
+            "server_cpu_us_per_delivery",
+            false,
+        ),
     ])
     .collect();
     let latency: Vec<Row> = [
@@ -181,7 +193,7 @@ fn main() -> Result<()> {
     let _ = writeln!(out, "\n## (e) idle memory\n");
     let _ = writeln!(
         out,
-        "Resident memory of the server's processes (workerd processes under the wrangler pid; the native-server process) before and after opening the sockets of scenario (a), measured 2 s after the last welcome, before anything is published.\n"
+        "Resident memory of the server's processes (workerd processes under the launcher's pid; the native-server process) before and after opening the sockets of scenario (a), measured 2 s after the last welcome, before anything is published.\n"
     );
     let mem = [
         Row {

@@ -11,7 +11,7 @@
 //! before and after, and publishes nothing.
 
 use anyhow::{anyhow, bail, Context, Result};
-use bench::{tree_rss, ReadBuf};
+use bench::{tree_cpu_seconds, tree_rss, ReadBuf};
 use clap::Parser;
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -79,6 +79,10 @@ struct Args {
     /// Idle mode: only count processes whose name contains this (e.g. workerd).
     #[arg(long, default_value = "")]
     rss_match: String,
+    /// Root pid of the server's process tree: each phase then reports the CPU
+    /// time the whole tree used from its first publish to its last delivery.
+    #[arg(long)]
+    cpu_pid: Option<u32>,
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     out: Option<String>,
@@ -128,6 +132,13 @@ struct Shared {
     publish_errors: AtomicU64,
     /// Sum of `delivered` in the publish answers.
     server_delivered: AtomicU64,
+    /// Subscriber sockets that ended before the run did (server close or
+    /// error), and the last close code seen: a loss with these above 0 was a
+    /// dropped socket, not a missing send.
+    ended_early: AtomicU64,
+    last_close_code: AtomicU64,
+    /// Text frames that were not valid frames.
+    unparsed: AtomicU64,
     /// (character, topic, seq) of every accepted command.
     published: Mutex<Vec<(usize, usize, u64)>>,
     pub_latency: Mutex<Histogram<u64>>,
@@ -177,6 +188,9 @@ async fn main() -> Result<()> {
         stop: AtomicBool::new(false),
         publish_errors: AtomicU64::new(0),
         server_delivered: AtomicU64::new(0),
+        ended_early: AtomicU64::new(0),
+        last_close_code: AtomicU64::new(0),
+        unparsed: AtomicU64::new(0),
         published: Mutex::new(Vec::new()),
         pub_latency: Mutex::new(hist()?),
     });
@@ -282,7 +296,23 @@ async fn main() -> Result<()> {
             let (rate, duration) = parse_phase(spec)?;
             let mut r = result.clone();
             r["phase"] = json!(spec);
+            let cpu_before = args.cpu_pid.map(tree_cpu_seconds).transpose()?;
             run_publish(&args, rate, duration, &host, &shared, &mut r).await?;
+            if let (Some(pid), Some(before)) = (args.cpu_pid, cpu_before) {
+                let used = tree_cpu_seconds(pid)? - before;
+                let commands = r["commands"].as_f64().unwrap_or(0.0).max(1.0);
+                let delivered = r["delivered"].as_f64().unwrap_or(0.0).max(1.0);
+                r["server_cpu_s"] = json!(used);
+                r["server_cpu_ms_per_command"] = json!(used * 1000.0 / commands);
+                r["server_cpu_us_per_delivery"] = json!(used * 1e6 / delivered);
+                eprintln!(
+                    "[{} {} {spec}] server CPU {used:.2} s: {:.3} ms per command, {:.1} us per delivery",
+                    args.label,
+                    args.scenario,
+                    used * 1000.0 / commands,
+                    used * 1e6 / delivered
+                );
+            }
             lines.push(r.to_string());
             reset(&shared)?;
         }
@@ -471,11 +501,14 @@ async fn run_publish(
     result["lost"] = json!(lost);
     result["server_delivered"] = json!(shared.server_delivered.load(Ordering::Relaxed));
     result["characters_with_loss"] = json!(lossy_chars.len());
+    result["sockets_ended_early"] = json!(shared.ended_early.load(Ordering::Relaxed));
+    result["last_close_code"] = json!(shared.last_close_code.load(Ordering::Relaxed));
+    result["unparsed_frames"] = json!(shared.unparsed.load(Ordering::Relaxed));
     result["duplicated"] = json!(dup);
     result["out_of_order"] = json!(ooo);
     result["misrouted"] = json!(misrouted);
     eprintln!(
-        "[{} {} {}] {} cmds ({:.0}/s), {} deliveries ({:.0}/s), p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms; lost {} (on {} characters; server says delivered {}) dup {} ooo {} misrouted {} errors {}",
+        "[{} {} {}] {} cmds ({:.0}/s), {} deliveries ({:.0}/s), p50 {:.2} p95 {:.2} p99 {:.2} max {:.2} ms; lost {} (on {} characters; server says delivered {}; sockets ended early {}, unparsed frames {}) dup {} ooo {} misrouted {} errors {}",
         args.label,
         args.scenario,
         result["phase"].as_str().unwrap_or(""),
@@ -490,6 +523,8 @@ async fn run_publish(
         lost,
         lossy_chars.len(),
         shared.server_delivered.load(Ordering::Relaxed),
+        shared.ended_early.load(Ordering::Relaxed),
+        shared.unparsed.load(Ordering::Relaxed),
         dup,
         ooo,
         misrouted,
@@ -543,10 +578,20 @@ async fn subscriber(
     loop {
         tokio::select! {
             msg = ws.next() => {
-                let Some(Ok(msg)) = msg else { break };
+                let Some(Ok(msg)) = msg else {
+                    shared.ended_early.fetch_add(1, Ordering::Relaxed);
+                    break;
+                };
+                if let Message::Close(close) = &msg {
+                    let code = close.as_ref().map(|c| u16::from(c.code)).unwrap_or(1005);
+                    shared.last_close_code.store(u64::from(code), Ordering::Relaxed);
+                }
                 let Message::Text(text) = msg else { continue };
                 let now = shared.now_ns();
-                let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
+                let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+                    shared.unparsed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
                 if frame.kind != "command" {
                     continue;
                 }
