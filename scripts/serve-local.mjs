@@ -10,14 +10,22 @@
 // with traffic for as long as the server runs, whatever the Worker does.
 // docs/reliability.md has the measurements. Tests keep using `wrangler dev`.
 //
-// It serves what is already built and never rebuilds: the config's [build]
-// command (and its file watcher, which runs even with `watch: false`) is
-// switched off, so an edit to the sources cannot reload the Worker and drop
-// its sockets in the middle of a long run. Build first (`make build`).
+// It serves a snapshot of what is already built and never rebuilds: the
+// config's [build] command (and its file watcher, which runs even with
+// `watch: false`) is switched off, and the Worker's bundle and assets are
+// copied to a temporary directory first, because wrangler's bundler watches
+// `main` in any case. So neither an edit nor a rebuild can reload the Worker
+// and drop its sockets in the middle of a long run. Build first (`make build`).
 //
 // Usage: node scripts/serve-local.mjs --config TOML --port N --persist-to DIR
-//          [--ip 127.0.0.1] [--var NAME:VALUE ...]
+//          [--ip 127.0.0.1] [--var NAME:VALUE ...] [--inspector-port N]
+// With --inspector-port the inspector is on; whoever starts the server should
+// then stay attached to ws://127.0.0.1:N/ws for the whole run (as DevTools
+// would), which keeps wrangler's proxy from buffering (`make soak` does, to
+// read the gateway isolate's heap).
 // Prints "ready <url>" once it serves; stops on SIGTERM or SIGINT.
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { unstable_startWorker } from "wrangler";
 
 const args = process.argv.slice(2);
@@ -30,6 +38,7 @@ for (let i = 0; i < args.length; i += 2) {
     case "--port": opts.port = Number(value); break;
     case "--persist-to": opts.persist = value; break;
     case "--ip": opts.ip = value; break;
+    case "--inspector-port": opts.inspectorPort = Number(value); break;
     case "--var": {
       const at = value.indexOf(":");
       if (at < 1) throw new Error(`serve-local: --var wants NAME:VALUE, got ${value}`);
@@ -44,18 +53,35 @@ if (!opts.config || !Number.isInteger(opts.port) || !opts.persist) {
   process.exit(2);
 }
 
+// The snapshot: the top directory (or file) of `main`, and the assets directory.
+const configPath = resolve(opts.config);
+const configDir = dirname(configPath);
+const toml = readFileSync(configPath, "utf8");
+const main = toml.match(/^main\s*=\s*"([^"]+)"/m)?.[1];
+if (!main) throw new Error(`serve-local: no main in ${configPath}`);
+const assetsDir = toml.match(/^\[assets\][^[]*?^directory\s*=\s*"([^"]+)"/ms)?.[1];
+// Inside the config's directory, so the bundle's imports still resolve
+// against the project's node_modules.
+mkdirSync(join(configDir, ".serve-local"), { recursive: true });
+const snapshot = mkdtempSync(join(configDir, ".serve-local", "snapshot-"));
+const top = main.replace(/^\.\//, "").split("/")[0];
+cpSync(join(configDir, top), join(snapshot, top), { recursive: true });
+if (assetsDir) cpSync(join(configDir, assetsDir), join(snapshot, "assets"), { recursive: true });
+
 const bindings = Object.fromEntries(
   Object.entries(opts.vars).map(([name, value]) => [name, { type: "plain_text", value }]),
 );
 const worker = await unstable_startWorker({
-  config: opts.config,
+  config: configPath,
+  entrypoint: join(snapshot, main),
+  ...(assetsDir ? { assets: join(snapshot, "assets") } : {}),
   bindings,
   // An empty command: no custom build and no watcher; the bundle is built from
   // `main` as it is on disk.
   build: { custom: { command: "" } },
   dev: {
     server: { hostname: opts.ip, port: opts.port },
-    inspector: false,
+    inspector: opts.inspectorPort ? { hostname: "127.0.0.1", port: opts.inspectorPort } : false,
     persist: opts.persist,
     watch: false,
     logLevel: "warn",
@@ -67,8 +93,10 @@ let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
-  await worker.dispose();
+  rmSync(snapshot, { recursive: true, force: true });
+  await Promise.race([worker.dispose(), new Promise((r) => setTimeout(r, 5000))]).catch(() => {});
   process.exit(0);
 };
+process.on("exit", () => rmSync(snapshot, { recursive: true, force: true }));
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);

@@ -1,0 +1,126 @@
+#!/usr/bin/env node
+// CPU profile of the gateway's isolate in a running `wrangler dev`, taken
+// over the runtime's own V8 inspector (not wrangler's inspector proxy, which
+// replays everything it buffered to whoever connects).
+//
+// Usage: node scripts/profile-isolate.mjs --port DEV_PORT [--seconds 5]
+//          [--out profile.cpuprofile] [--top 40]
+// Start load first (e.g. the load generator); the profile covers the next
+// SECONDS. Prints self and inclusive time per function (wasm functions carry
+// their Rust names) and writes the raw profile, which Chrome DevTools opens.
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import WebSocket from "ws";
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const devPort = opt("port");
+const seconds = Number(opt("seconds", 5));
+const out = opt("out", "isolate.cpuprofile");
+const top = Number(opt("top", 40));
+if (!devPort) {
+  console.error("usage: profile-isolate.mjs --port DEV_PORT [--seconds 5] [--out FILE] [--top 40]");
+  process.exit(2);
+}
+
+// wrangler dev runs two workerd processes: the proxy listens on DEV_PORT, the
+// runtime (entry=127.0.0.1:0) is its sibling; one of the runtime's loopback
+// ports answers /json with the isolate's inspector URL.
+const ps = execFileSync("ps", ["-e", "-o", "pid=,ppid=,args="]).toString().trim().split("\n")
+  .map((l) => { const [pid, ppid, ...cmd] = l.trim().split(/\s+/); return { pid, ppid, cmd: cmd.join(" ") }; });
+const proxy = ps.find((p) => p.cmd.includes("workerd") && p.cmd.includes(`entry=127.0.0.1:${devPort} `));
+if (!proxy) throw new Error(`no workerd listening on ${devPort}`);
+const runtime = ps.find((p) => p.ppid === proxy.ppid && p.pid !== proxy.pid && p.cmd.includes("workerd"));
+if (!runtime) throw new Error("no runtime workerd next to the proxy");
+const ports = [...execFileSync("ss", ["-ltnpH"]).toString().matchAll(/127\.0\.0\.1:(\d+)\s.*pid=(\d+),/g)]
+  .filter((m) => m[2] === runtime.pid).map((m) => m[1]);
+let target = null;
+for (const port of ports) {
+  try {
+    const list = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+    target = list.find((t) => t.id.startsWith("core:user:"))?.webSocketDebuggerUrl ?? target;
+  } catch { /* not the inspector */ }
+}
+if (!target) throw new Error(`no inspector among the runtime's ports ${ports.join(", ")}`);
+
+async function session(url) {
+  const ws = new WebSocket(url);
+  await new Promise((resolve, reject) => { ws.once("open", resolve); ws.once("error", reject); });
+  let id = 0;
+  const pending = new Map();
+  ws.on("message", (d) => {
+    const m = JSON.parse(d);
+    if (m.id && pending.has(m.id)) { pending.get(m.id).resolve(m); pending.delete(m.id); }
+  });
+  ws.on("close", () => {
+    for (const p of pending.values()) p.reject(new Error("inspector session closed"));
+    pending.clear();
+  });
+  const call = (method, params = {}) => new Promise((resolve, reject) => {
+    if (ws.readyState !== WebSocket.OPEN) return reject(new Error("inspector session closed"));
+    pending.set(++id, { resolve, reject });
+    ws.send(JSON.stringify({ id, method, params }));
+  });
+  return { call, close: () => ws.close() };
+}
+
+// The runtime drops the first session opened beside wrangler's own one; the
+// next one stays. So try a few times.
+async function take() {
+  const s = await session(target);
+  try {
+    await s.call("Profiler.enable");
+    await s.call("Profiler.setSamplingInterval", { interval: 500 });
+    await s.call("Profiler.start");
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    return await s.call("Profiler.stop");
+  } finally {
+    s.close();
+  }
+}
+let stopped = null;
+for (let attempt = 1; !stopped; attempt++) {
+  try {
+    stopped = await take();
+  } catch (e) {
+    if (attempt === 3) throw e;
+    console.error(`profile-isolate: ${e.message}; retrying`);
+  }
+}
+const profile = stopped.result?.profile;
+if (!profile) throw new Error(`no profile: ${JSON.stringify(stopped).slice(0, 200)}`);
+writeFileSync(out, JSON.stringify(profile));
+
+const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+const parent = new Map();
+for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const name = (n) => {
+  const f = n.callFrame;
+  return `${f.functionName || "(anonymous)"} ${f.url.split("/").pop()}${f.lineNumber >= 0 ? `:${f.lineNumber + 1}` : ""}`;
+};
+const self = new Map();
+const incl = new Map();
+let total = 0;
+profile.samples.forEach((sample, i) => {
+  const dt = profile.timeDeltas[i] ?? 0;
+  total += dt;
+  const k = name(byId.get(sample));
+  self.set(k, (self.get(k) ?? 0) + dt);
+  const seen = new Set();
+  for (let n = sample; n !== undefined; n = parent.get(n)) {
+    const key = name(byId.get(n));
+    if (!seen.has(key)) { seen.add(key); incl.set(key, (incl.get(key) ?? 0) + dt); }
+  }
+});
+const show = (title, m) => {
+  console.log(`\n${title}`);
+  for (const [k, t] of [...m].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    console.log(`${(100 * t / total).toFixed(1).padStart(6)} %  ${k.slice(0, 150)}`);
+  }
+};
+console.log(`isolate ${target}: ${(total / 1000).toFixed(0)} ms sampled; raw profile in ${out}`);
+show("self time", self);
+show("inclusive time", incl);
