@@ -56,7 +56,7 @@ echo "bench: building the load generator (bench/)"
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
 
-start_wrangler() { # name config port
+start_local() { # name config port
   local name=$1 config=$2 port=$3
   setsid node scripts/serve-local.mjs --config "$(realpath "$config")" --port "$port" \
     --persist-to "$WORK/state-$name" >"$WORK/$name.log" 2>&1 &
@@ -68,8 +68,8 @@ start_wrangler() { # name config port
 # when benching the working tree.
 if [ "$OURS_CONFIG" = wrangler.dev.toml ]; then bash scripts/build.sh; fi
 echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
-start_wrangler ours "$OURS_CONFIG" "$P_OURS"
-start_wrangler partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY"
+start_local ours "$OURS_CONFIG" "$P_OURS"
+start_local partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY"
 setsid "$BIN/native-server" --listen "127.0.0.1:$P_NATIVE" >"$WORK/native.log" 2>&1 &
 PIDS+=($!)
 echo $! >"$WORK/native.pid"

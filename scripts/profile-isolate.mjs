@@ -10,7 +10,7 @@
 // their Rust names) and writes the raw profile, which Chrome DevTools opens.
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import WebSocket from "ws";
+import { openInspector } from "./inspector.mjs";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -46,51 +46,20 @@ for (const port of ports) {
 }
 if (!target) throw new Error(`no inspector among the runtime's ports ${ports.join(", ")}`);
 
-async function session(url) {
-  const ws = new WebSocket(url);
-  await new Promise((resolve, reject) => { ws.once("open", resolve); ws.once("error", reject); });
-  let id = 0;
-  const pending = new Map();
-  ws.on("message", (d) => {
-    const m = JSON.parse(d);
-    if (m.id && pending.has(m.id)) { pending.get(m.id).resolve(m); pending.delete(m.id); }
-  });
-  ws.on("close", () => {
-    for (const p of pending.values()) p.reject(new Error("inspector session closed"));
-    pending.clear();
-  });
-  const call = (method, params = {}) => new Promise((resolve, reject) => {
-    if (ws.readyState !== WebSocket.OPEN) return reject(new Error("inspector session closed"));
-    pending.set(++id, { resolve, reject });
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-  return { call, close: () => ws.close() };
+// The runtime drops the first session opened beside wrangler's own one;
+// openInspector probes each session and retries.
+const s = await openInspector(target);
+let stopped;
+try {
+  await s.call("Profiler.enable");
+  await s.call("Profiler.setSamplingInterval", { interval: 500 });
+  await s.call("Profiler.start");
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  stopped = await s.call("Profiler.stop");
+} finally {
+  s.close();
 }
-
-// The runtime drops the first session opened beside wrangler's own one; the
-// next one stays. So try a few times.
-async function take() {
-  const s = await session(target);
-  try {
-    await s.call("Profiler.enable");
-    await s.call("Profiler.setSamplingInterval", { interval: 500 });
-    await s.call("Profiler.start");
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    return await s.call("Profiler.stop");
-  } finally {
-    s.close();
-  }
-}
-let stopped = null;
-for (let attempt = 1; !stopped; attempt++) {
-  try {
-    stopped = await take();
-  } catch (e) {
-    if (attempt === 3) throw e;
-    console.error(`profile-isolate: ${e.message}; retrying`);
-  }
-}
-const profile = stopped.result?.profile;
+const profile = stopped?.profile;
 if (!profile) throw new Error(`no profile: ${JSON.stringify(stopped).slice(0, 200)}`);
 writeFileSync(out, JSON.stringify(profile));
 

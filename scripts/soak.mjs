@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
 import WebSocket from "ws";
-import { openInspector, isolateMemory } from "./isolate-memory.mjs";
+import { openInspector, isolateMemory } from "./inspector.mjs";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 600);

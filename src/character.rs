@@ -15,7 +15,7 @@ use std::time::Duration;
 use routing::archive::{self, covers, encode_page, next_page_ready, page_key, page_of};
 use routing::events::LogEvent;
 use routing::hub::{ClientInfo, ClientKey, Effect, FrameOutcome, Hub, StoredCommand};
-use routing::protocol::{parse_publish_body, ErrorCode, MAX_BODY_BYTES};
+use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
 use routing::query::{
     parse_history_query, parse_subscribe_query, query_pairs, split_url, SubscribeQuery,
 };
@@ -212,10 +212,7 @@ impl Character {
                 // The router streams the body through without measuring it.
                 let body = req.bytes().await?;
                 if body.len() > MAX_BODY_BYTES {
-                    return Err(AppError::new(
-                        ErrorCode::PayloadTooLarge,
-                        format!("request body is over {MAX_BODY_BYTES} bytes"),
-                    ));
+                    return Err(AppError::body_too_large());
                 }
                 self.publish(&body)
             }

@@ -3,7 +3,7 @@
 //! Faults of ours are logged with their cause and answered `500 internal`
 //! without internals.
 
-use routing::protocol::{ApiError, ErrorCode};
+use routing::protocol::{ApiError, ErrorCode, MAX_BODY_BYTES};
 use worker::{console_error, Response, Result};
 
 #[derive(Debug)]
@@ -21,6 +21,13 @@ impl AppError {
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+    /// A request body over the contract's 64 KiB.
+    pub fn body_too_large() -> Self {
+        Self::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is over {MAX_BODY_BYTES} bytes"),
+        )
     }
     pub fn method_not_allowed(allowed: &str) -> Self {
         Self::new(

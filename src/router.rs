@@ -256,13 +256,6 @@ async fn subscribe(
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
-fn too_large() -> AppError {
-    AppError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("request body is over {} bytes", MAX_BODY_BYTES),
-    )
-}
-
 /// The declared body length, refused early when it is over the contract's
 /// 64 KiB. A body without a length is measured when it is read.
 fn declared_length(req: &Incoming) -> std::result::Result<Option<usize>, AppError> {
@@ -271,7 +264,7 @@ fn declared_length(req: &Incoming) -> std::result::Result<Option<usize>, AppErro
         .get("content-length")?
         .and_then(|len| len.trim().parse::<usize>().ok());
     match declared {
-        Some(n) if n > MAX_BODY_BYTES => Err(too_large()),
+        Some(n) if n > MAX_BODY_BYTES => Err(AppError::body_too_large()),
         other => Ok(other),
     }
 }
@@ -284,7 +277,7 @@ async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
     let buffer = JsFuture::from(promise).await.map_err(unreadable)?;
     let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > MAX_BODY_BYTES {
-        return Err(too_large());
+        return Err(AppError::body_too_large());
     }
     Ok(body)
 }

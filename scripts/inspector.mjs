@@ -1,11 +1,17 @@
-// The gateway isolate's own memory, read over the V8 inspector: the JS heap
-// after a full collection and the size of the wasm linear memory. Used by
-// `make soak`; resident memory of the runtime's processes also holds the
-// runtime's own isolates, allocator caches and per-socket buffers, so it
-// cannot tell a leak of ours from the runtime's warm-up.
+// A DevTools (V8 inspector) session on the Worker's isolate, and what the
+// scripts read through it. `make soak` uses isolateMemory: the gateway
+// isolate's own memory, the JS heap after a full collection and the size of
+// the wasm linear memory (resident memory of the runtime's processes also
+// holds the runtime's own isolates, allocator caches and per-socket buffers,
+// so it cannot tell a leak of ours from the runtime's warm-up).
+// scripts/profile-isolate.mjs takes CPU profiles through openInspector.
 import WebSocket from "ws";
 
-/** A DevTools session on `url` (e.g. ws://127.0.0.1:PORT/ws of wrangler's inspector proxy). */
+/**
+ * A DevTools session on `url` (wrangler's inspector proxy, ws://127.0.0.1:PORT/ws,
+ * or a target of the runtime's own inspector): { call(method, params, timeoutMs),
+ * listeners (method -> handler), close() }.
+ */
 export async function openInspector(url) {
   for (let attempt = 1; ; attempt++) {
     try {
