@@ -56,10 +56,11 @@ echo "bench: building the load generator (bench/)"
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
 
-start_local() { # name config port
+start_local() { # name config port [serve-local args...]
   local name=$1 config=$2 port=$3
+  shift 3
   setsid node scripts/serve-local.mjs --config "$(realpath "$config")" --port "$port" \
-    --persist-to "$WORK/state-$name" >"$WORK/$name.log" 2>&1 &
+    --persist-to "$WORK/state-$name" "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   echo $! >"$WORK/$name.pid"
 }
@@ -68,7 +69,11 @@ start_local() { # name config port
 # when benching the working tree.
 if [ "$OURS_CONFIG" = wrangler.dev.toml ]; then bash scripts/build.sh; fi
 echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
-start_local ours "$OURS_CONFIG" "$P_OURS"
+# Ours without its static assets (the demo page): in the local runtime an
+# assets router Worker then sits in front of the Worker and every request and
+# WebSocket message passes through it; the partyserver peer has none.
+# BENCHMARKS.md has the measured cost of that hop for both.
+start_local ours "$OURS_CONFIG" "$P_OURS" --assets off
 start_local partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY"
 setsid "$BIN/native-server" --listen "127.0.0.1:$P_NATIVE" >"$WORK/native.log" 2>&1 &
 PIDS+=($!)
@@ -130,7 +135,7 @@ done
 
 # Machine, versions and the exact command, for the report.
 {
-  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $*} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG)"
+  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $*} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG with --assets off)"
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "cpu:         $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
   echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"

@@ -19,17 +19,23 @@
 //
 // Usage: node scripts/serve-local.mjs --config TOML --port N --persist-to DIR
 //          [--ip 127.0.0.1] [--var NAME:VALUE ...] [--inspector-port N]
+//          [--assets on|off]
+// `--assets off` serves the Worker without the config's static assets: then
+// no assets router sits between the client and the Worker. That router is a
+// Worker of its own in the local runtime, and every request and every
+// WebSocket message passes through it (`make bench` compares the gateway's
+// API with a peer that has no static assets; BENCHMARKS.md has the cost).
 // With --inspector-port the inspector is on; whoever starts the server should
 // then stay attached to ws://127.0.0.1:N/ws for the whole run (as DevTools
 // would), which keeps wrangler's proxy from buffering (`make soak` does, to
 // read the gateway isolate's heap).
 // Prints "ready <url>" once it serves; stops on SIGTERM or SIGINT.
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { unstable_startWorker } from "wrangler";
 
 const args = process.argv.slice(2);
-const opts = { ip: "127.0.0.1", vars: {} };
+const opts = { ip: "127.0.0.1", vars: {}, assets: true };
 for (let i = 0; i < args.length; i += 2) {
   const [flag, value] = [args[i], args[i + 1]];
   if (value === undefined) throw new Error(`serve-local: ${flag} needs a value`);
@@ -39,6 +45,10 @@ for (let i = 0; i < args.length; i += 2) {
     case "--persist-to": opts.persist = value; break;
     case "--ip": opts.ip = value; break;
     case "--inspector-port": opts.inspectorPort = Number(value); break;
+    case "--assets":
+      if (value !== "on" && value !== "off") throw new Error(`serve-local: --assets wants on or off, got ${value}`);
+      opts.assets = value === "on";
+      break;
     case "--var": {
       const at = value.indexOf(":");
       if (at < 1) throw new Error(`serve-local: --var wants NAME:VALUE, got ${value}`);
@@ -59,7 +69,9 @@ const configDir = dirname(configPath);
 const toml = readFileSync(configPath, "utf8");
 const main = toml.match(/^main\s*=\s*"([^"]+)"/m)?.[1];
 if (!main) throw new Error(`serve-local: no main in ${configPath}`);
-const assetsDir = toml.match(/^\[assets\][^[]*?^directory\s*=\s*"([^"]+)"/ms)?.[1];
+const assetsDir = opts.assets
+  ? toml.match(/^\[assets\][^[]*?^directory\s*=\s*"([^"]+)"/ms)?.[1]
+  : undefined;
 // Inside the config's directory, so the bundle's imports still resolve
 // against the project's node_modules.
 mkdirSync(join(configDir, ".serve-local"), { recursive: true });
@@ -67,12 +79,25 @@ const snapshot = mkdtempSync(join(configDir, ".serve-local", "snapshot-"));
 const top = main.replace(/^\.\//, "").split("/")[0];
 cpSync(join(configDir, top), join(snapshot, top), { recursive: true });
 if (assetsDir) cpSync(join(configDir, assetsDir), join(snapshot, "assets"), { recursive: true });
+// Without assets: the same config minus its [assets] table, written next to
+// the snapshot of `main` (wrangler takes assets from the config whatever the
+// caller passes).
+let runConfig = configPath;
+if (!opts.assets) {
+  let inAssets = false;
+  const kept = toml.split("\n").filter((line) => {
+    if (/^\s*\[/.test(line)) inAssets = /^\s*\[assets\]\s*$/.test(line);
+    return !inAssets;
+  });
+  runConfig = join(snapshot, basename(configPath));
+  writeFileSync(runConfig, kept.join("\n"));
+}
 
 const bindings = Object.fromEntries(
   Object.entries(opts.vars).map(([name, value]) => [name, { type: "plain_text", value }]),
 );
 const worker = await unstable_startWorker({
-  config: configPath,
+  config: runConfig,
   entrypoint: join(snapshot, main),
   ...(assetsDir ? { assets: join(snapshot, "assets") } : {}),
   bindings,

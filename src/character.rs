@@ -77,6 +77,15 @@ struct Core {
 
 type Shared = Rc<RefCell<Option<Core>>>;
 
+/// The answer to a publish (contract: `character`, `epoch`, `seqs`, `delivered`).
+#[derive(serde::Serialize)]
+struct PublishAnswer<'a> {
+    character: &'a str,
+    epoch: &'a str,
+    seqs: &'a [u64],
+    delivered: usize,
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// A WebSocket seen through the one method fan-out needs: `send` with a
@@ -389,13 +398,14 @@ impl Character {
             let (delivered, effects) = core.hub.commit_publish(&plan, now);
             core.apply(effects);
             core.after_publish(&plan.seqs, Some(delivered), now);
-            let body = serde_json::json!({
-                "character": core.hub.character().as_str(),
-                "epoch": core.hub.epoch(),
-                "seqs": plan.seqs,
-                "delivered": delivered,
-            });
-            Ok(json_response(200, &body.to_string())?)
+            let body = serde_json::to_string(&PublishAnswer {
+                character: core.hub.character().as_str(),
+                epoch: core.hub.epoch(),
+                seqs: &plan.seqs,
+                delivered,
+            })
+            .map_err(|e| AppError::internal(format!("publish answer: {e}")))?;
+            Ok(json_response(200, &body)?)
         })
     }
 

@@ -2,18 +2,61 @@
 //! history and idempotency keys. Every call is synchronous, so a publish is
 //! stored in the same turn that delivers it, and the runtime's output gate
 //! holds the frames until the write is durable.
+//!
+//! The publish path runs one statement per stored command (plus one per
+//! idempotency key), each a single call into the runtime: every statement is
+//! a crossing from wasm into JS and the runtime's SQLite API, which profiles
+//! showed to cost more than the SQLite work itself.
+
+use std::cell::Cell;
 
 use routing::hub::StoredCommand;
 use routing::protocol::Command;
 use routing::topic::{CommandName, Topic};
 use serde::Deserialize;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{console_error, SqlStorage, SqlStorageValue};
 
 /// Idempotency keys are honoured for this long (contract §2).
 pub const IDEMPOTENCY_MS: u64 = 5 * 60 * 1000;
+/// Expired idempotency keys are deleted at most this often (the hub keeps
+/// the live window in memory; the rows only serve a wake-up).
+const PRUNE_EVERY_MS: u64 = 10_000;
+
+const INSERT_COMMAND: &str =
+    "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id) \
+                              VALUES (?, ?, ?, ?, ?, ?, ?)";
+const UPSERT_ID: &str = "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
+                         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts";
+
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's `SqlStorage`, seen through fixed-arity `exec` calls: one
+    /// call per statement, arguments passed directly (worker's `exec` builds a
+    /// JS array and pushes every binding, one crossing each).
+    type SqlExec;
+    #[wasm_bindgen(method, catch, js_name = exec)]
+    #[allow(clippy::too_many_arguments)]
+    fn exec7(
+        this: &SqlExec,
+        query: &str,
+        seq: f64,
+        ts: f64,
+        topic: &str,
+        name: &str,
+        params: &str,
+        duration_ms: &JsValue,
+        id: &JsValue,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch, js_name = exec)]
+    fn exec3(this: &SqlExec, query: &str, id: &str, seq: f64, ts: f64) -> Result<JsValue, JsValue>;
+}
 
 pub struct Store {
     sql: SqlStorage,
+    /// When expired idempotency keys were last deleted (ms, this isolate).
+    pruned_at: Cell<u64>,
 }
 
 #[derive(Deserialize)]
@@ -70,10 +113,17 @@ impl Store {
             None,
         )?;
         sql.exec(
+            "CREATE INDEX IF NOT EXISTS idempotency_ts ON idempotency (ts)",
+            None,
+        )?;
+        sql.exec(
             "CREATE TABLE IF NOT EXISTS spilled_topics (client_id TEXT PRIMARY KEY, topics TEXT NOT NULL)",
             None,
         )?;
-        Ok(Self { sql })
+        Ok(Self {
+            sql,
+            pruned_at: Cell::new(0),
+        })
     }
 
     pub fn meta(&self, key: &str) -> worker::Result<Option<String>> {
@@ -92,11 +142,19 @@ impl Store {
         Ok(())
     }
 
-    /// The newest stored seq, 0 when nothing was ever published.
+    /// The newest stored seq, 0 when nothing was ever published. Rows leave
+    /// SQLite only through the archive (up to `archived_through`) or past the
+    /// hard cap (which keeps the newest rows), so the newest seq is the larger
+    /// of the newest row and the archive mark; it is not written per publish.
+    /// Objects created before that kept it under `seq`, which still counts.
     pub fn latest_seq(&self) -> worker::Result<u64> {
-        let stored = self
-            .meta("seq")?
-            .and_then(|s| s.parse::<u64>().ok())
+        let stored = ["seq", "archived_through"]
+            .iter()
+            .map(|key| self.meta_u64(key))
+            .collect::<worker::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .max()
             .unwrap_or(0);
         let rows: Vec<SeqRow> = self
             .sql
@@ -127,31 +185,37 @@ impl Store {
         let Some(last) = rows.last() else {
             return Ok(());
         };
+        let sql: &SqlExec = self.sql.as_ref().unchecked_ref();
+        let failed = |e: JsValue| worker::Error::from(e);
         for row in rows {
             let c = &row.command;
             let params = serde_json::to_string(&c.params)
                 .map_err(|e| worker::Error::RustError(e.to_string()))?;
-            self.sql.exec(
-                "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                vec![
-                    int(row.seq),
-                    int(row.ts),
-                    c.topic.as_str().into(),
-                    c.name.as_str().into(),
-                    params.into(),
-                    c.duration_ms.map(|d| int(u64::from(d))).unwrap_or(SqlStorageValue::Null),
-                    c.id.clone().into(),
-                ],
-            )?;
-            if let Some(id) = &c.id {
-                self.sql.exec(
-                    "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
-                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts",
-                    vec![id.as_str().into(), int(row.seq), int(row.ts)],
-                )?;
+            // seq, ts and durations stay far below 2^53, so f64 is exact.
+            let duration = c
+                .duration_ms
+                .map(|d| JsValue::from_f64(f64::from(d)))
+                .unwrap_or(JsValue::NULL);
+            let id =
+                c.id.as_deref()
+                    .map(JsValue::from_str)
+                    .unwrap_or(JsValue::NULL);
+            sql.exec7(
+                INSERT_COMMAND,
+                row.seq as f64,
+                row.ts as f64,
+                c.topic.as_str(),
+                c.name.as_str(),
+                &params,
+                &duration,
+                &id,
+            )
+            .map_err(failed)?;
+            if let Some(key) = &c.id {
+                sql.exec3(UPSERT_ID, key, row.seq as f64, row.ts as f64)
+                    .map_err(failed)?;
             }
         }
-        self.set_meta("seq", &last.seq.to_string())?;
         if last.seq > hard_cap {
             let cursor = self.sql.exec(
                 "DELETE FROM commands WHERE seq <= ?",
@@ -161,10 +225,13 @@ impl Store {
                 console_error!("history over its hard cap: dropped unarchived commands");
             }
         }
-        self.sql.exec(
-            "DELETE FROM idempotency WHERE ts < ?",
-            vec![int(last.ts.saturating_sub(IDEMPOTENCY_MS))],
-        )?;
+        if last.ts >= self.pruned_at.get().saturating_add(PRUNE_EVERY_MS) {
+            self.pruned_at.set(last.ts);
+            self.sql.exec(
+                "DELETE FROM idempotency WHERE ts < ?",
+                vec![int(last.ts.saturating_sub(IDEMPOTENCY_MS))],
+            )?;
+        }
         Ok(())
     }
 

@@ -17,8 +17,8 @@ export const freePort = () => new Promise((resolve) => {
   s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
 });
 
-/** Starts wrangler dev on `state`; resolves once /healthz answers. */
-export async function start(state, { logFile, logLevel = "warn" } = {}) {
+/** Starts wrangler dev on `state`; resolves once /healthz answers. `vars` override [vars]. */
+export async function start(state, { logFile, logLevel = "warn", vars = {} } = {}) {
   const port = await freePort();
   const inspector = await freePort();
   const out = logFile ? openSync(logFile, "a") : "ignore";
@@ -26,6 +26,7 @@ export async function start(state, { logFile, logLevel = "warn" } = {}) {
     "dev", "-c", join(ROOT, "wrangler.dev.toml"), "--ip", "127.0.0.1", "--port", String(port),
     "--inspector-port", String(inspector), "--persist-to", state,
     "--show-interactive-dev-session=false", "--log-level", logLevel,
+    ...Object.entries(vars).flatMap(([name, value]) => ["--var", `${name}:${value}`]),
   ], { cwd: ROOT, detached: true, stdio: ["ignore", out, out] });
   const base = `http://127.0.0.1:${port}`;
   progress(`starting wrangler dev on ${port}`);

@@ -86,6 +86,9 @@ struct Args {
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     out: Option<String>,
+    /// Give every command an idempotency key (`id`), as retry-safe publishers do.
+    #[arg(long)]
+    ids: bool,
 }
 
 /// What one subscriber saw, keyed by subscriber index in a shared DashMap.
@@ -477,6 +480,7 @@ async fn run_publish(
     result["mode"] = json!(if rate > 0.0 { "rate" } else { "max" });
     result["rate"] = json!(rate);
     result["publishers"] = json!(args.publishers);
+    result["ids"] = json!(args.ids);
     result["duration_s"] = json!(duration);
     result["commands"] = json!(commands);
     result["publish_errors"] = json!(shared.publish_errors.load(Ordering::Relaxed));
@@ -657,12 +661,16 @@ async fn publisher(
         let t = (k as usize / args.characters) % args.topics.max(1);
         let sent = shared.now_ns();
         shared.first_pub_ns.fetch_min(sent, Ordering::Relaxed);
-        let body = json!({
+        let mut body = json!({
             "topic": topic_name(&args, t),
             "name": "smile",
             "params": {"t": sent, "k": k, "intensity": 0.8},
-        })
-        .to_string();
+        });
+        if args.ids {
+            // Unique across phases too (each phase counts k from 0).
+            body["id"] = json!(format!("{}-{k}-{sent}", args.prefix));
+        }
+        let body = body.to_string();
         let req = format!(
             "POST /v1/characters/{}/commands HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             char_name(&args, c),
