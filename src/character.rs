@@ -207,8 +207,7 @@ impl Character {
         let raw_url = req.inner().url();
         let (path, query) = split_url(&raw_url);
         let pairs = query_pairs(query);
-        let path = path.to_string();
-        match (req.method(), path.as_str()) {
+        match (req.method(), path) {
             (Method::Get, "/subscribe") => {
                 let headers = req.headers();
                 let user = headers.get(H_USER)?;

@@ -272,6 +272,12 @@ fn declared_length(req: &Incoming) -> std::result::Result<Option<usize>, AppErro
 /// Reads a request body, refusing more than the contract's 64 KiB.
 async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
     declared_length(req)?;
+    read_measured(req).await
+}
+
+/// Reads a body whose declared length (if any) was already checked, and
+/// measures it.
+async fn read_measured(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::bad_request("unreadable request body");
     let promise = req.raw.array_buffer().map_err(unreadable)?;
     let buffer = JsFuture::from(promise).await.map_err(unreadable)?;
@@ -310,7 +316,7 @@ async fn publish(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
     if declared_length(&req)?.is_none() {
         // No declared length: measure it here, so an oversized body is
         // refused before it reaches the object.
-        let body = read_body(&req).await?;
+        let body = read_measured(&req).await?;
         return post_to_object(env, character, bytes_value(&body)).await;
     }
     let body = match req.raw.body() {

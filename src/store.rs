@@ -186,7 +186,6 @@ impl Store {
             return Ok(());
         };
         let sql: &SqlExec = self.sql.as_ref().unchecked_ref();
-        let failed = |e: JsValue| worker::Error::from(e);
         for row in rows {
             let c = &row.command;
             let params = serde_json::to_string(&c.params)
@@ -210,10 +209,10 @@ impl Store {
                 &duration,
                 &id,
             )
-            .map_err(failed)?;
+            .map_err(worker::Error::from)?;
             if let Some(key) = &c.id {
                 sql.exec3(UPSERT_ID, key, row.seq as f64, row.ts as f64)
-                    .map_err(failed)?;
+                    .map_err(worker::Error::from)?;
             }
         }
         if last.seq > hard_cap {
