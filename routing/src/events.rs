@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::CloseCode;
+use crate::topic::TopicFilter;
+
 /// One thing that happened: connect, disconnect, publish, auth_failure, admin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEvent {
@@ -29,6 +32,78 @@ impl LogEvent {
             client_id: None,
             user: None,
             detail: None,
+        }
+    }
+}
+
+/// Why a socket ended, as the log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// We closed it with this code.
+    Closed(CloseCode),
+    /// The client closed it (its close code, as the runtime reported it).
+    ClientClosed(u16),
+    /// The runtime reported an error on the socket.
+    SocketError,
+}
+
+/// What a character's hub logs: typed, turned into a [`LogEvent`] only when
+/// written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    Connect {
+        topics: Vec<TopicFilter>,
+    },
+    Disconnect {
+        reason: DisconnectReason,
+    },
+    /// `delivered` counts sockets sent to (or queued for), summed over commands.
+    Publish {
+        seqs: Vec<u64>,
+        delivered: usize,
+    },
+}
+
+/// One event of a character, with the client it concerns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub ts: u64,
+    pub kind: EventKind,
+    pub client_id: Option<String>,
+    pub user: Option<String>,
+}
+
+impl Event {
+    /// The stored record (contract §6 names: connect, disconnect, publish).
+    pub fn to_log(&self, character: &str) -> LogEvent {
+        let (name, detail) = match &self.kind {
+            EventKind::Connect { topics } => {
+                let topics: Vec<&str> = topics.iter().map(TopicFilter::as_str).collect();
+                ("connect", serde_json::json!({ "topics": topics }))
+            }
+            EventKind::Disconnect { reason } => {
+                let (code, text) = match reason {
+                    DisconnectReason::Closed(c) => (Some(c.code()), c.reason()),
+                    DisconnectReason::ClientClosed(code) => (Some(*code), "closed by client"),
+                    DisconnectReason::SocketError => (None, "socket error"),
+                };
+                (
+                    "disconnect",
+                    serde_json::json!({ "reason": text, "code": code }),
+                )
+            }
+            EventKind::Publish { seqs, delivered } => (
+                "publish",
+                serde_json::json!({ "seqs": seqs, "delivered": delivered }),
+            ),
+        };
+        LogEvent {
+            ts: self.ts,
+            event: name.to_string(),
+            character: Some(character.to_string()),
+            client_id: self.client_id.clone(),
+            user: self.user.clone(),
+            detail: Some(detail),
         }
     }
 }

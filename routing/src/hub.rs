@@ -1,35 +1,39 @@
 //! One character's state machine, sans I/O: who is connected and subscribed
-//! to what, the latest `seq`, the idempotency window and the batching
-//! buffer. Every call takes the time it needs and returns [`Effect`]s for the
-//! Worker shell to apply in order; history rows are persisted by the shell,
-//! which is why publishing is split into [`Hub::plan_publish`] (decide seqs,
-//! change nothing) and [`Hub::commit_publish`] (after the rows are stored).
+//! to what, the latest `seq`, the idempotency window, the batching buffer and
+//! every timer (batch flushes, token expiry). It has one way in,
+//! [`Hub::handle`]`(now, input)`, which returns the [`Effect`]s for the
+//! Worker shell to apply in order, and one question about time,
+//! [`Hub::poll_timeout`], from which the shell arms its single alarm (in the
+//! manner of quinn-proto's `Connection`). Log events are effects too, so every
+//! connect, disconnect and publish is logged exactly once, whichever path
+//! caused it.
+//!
+//! History rows are persisted by the shell, so a publish is two inputs: a
+//! [`Input::Publish`] plans seqs and changes nothing, answering
+//! [`Effect::Store`]; once the rows are stored the shell feeds back
+//! [`Input::Stored`], which commits and delivers.
 
+use crate::catalogue::{
+    echo_close_code, CloseCode, IDEMPOTENCY_WINDOW_MS, MAX_BAD_FRAMES, MAX_FILTERS,
+};
+use crate::events::{DisconnectReason, Event, EventKind};
 use crate::protocol::{
     batch_frame_json, command_frame_json, error_frame_json, parse_client_frame,
     presence_frame_json, published_frame_json, recovered_frame_json, subscribed_frame_json,
     welcome_frame_json, ClientFrame, Command, ErrorCode, PresenceEvent,
 };
 use crate::subscriptions::SubscriptionMap;
-use crate::topic::{CharacterId, TopicFilter, MAX_FILTERS};
+use crate::topic::{CharacterId, TopicFilter};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 
-/// The hub's handle for a socket; never reused while the hub lives.
+/// The shell's handle for a socket, chosen by the shell and never reused
+/// while the hub lives.
 pub type ClientKey = u32;
 
-/// An `id` published again within this window is not delivered again.
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 300_000;
-/// Consecutive refused frames after which the socket is closed.
-pub const MAX_BAD_FRAMES: u32 = 10;
-/// Close code for too many bad frames (contract §5).
-pub const CLOSE_BAD_FRAMES: u16 = 4400;
-/// Close code for an admin disconnect (contract §5).
-pub const CLOSE_BY_ADMIN: u16 = 4010;
-
-/// What the shell persists per socket (the hibernation attachment) and the
-/// admin API lists.
+/// Who a socket's client is and what it asked for: what the shell keeps in
+/// the socket's attachment and the admin API lists.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientInfo {
     pub client_id: String,
@@ -48,47 +52,121 @@ pub struct StoredCommand {
     pub command: Command,
 }
 
+/// What a resuming socket gets replayed, read by the shell (with
+/// `reader::Reader`) before it connects: the rows after `since` that match
+/// the socket's filters, in seq order, and whether history still held all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resume {
+    pub since: u64,
+    pub rows: Vec<StoredCommand>,
+    pub complete: bool,
+}
+
+/// Where a publish came from: the HTTP API, or a client's `publish` frame
+/// (answered with `published` and its `ref`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    Http,
+    Client {
+        client: ClientKey,
+        r#ref: Option<String>,
+    },
+}
+
+/// A planned publish: seqs decided, nothing changed yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    /// One per input command, in order; a duplicate `id` gets the original seq.
+    pub seqs: Vec<u64>,
+    /// Only the new commands, for the shell to store before [`Input::Stored`].
+    pub rows: Vec<StoredCommand>,
+    pub origin: Origin,
+}
+
+/// How a socket went away without us closing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gone {
+    /// The client closed it with this code (1005/1006: none, or no frame).
+    Closed(u16),
+    /// The runtime reported an error on it.
+    Error,
+}
+
+/// Everything that can happen to a character.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A socket of before the object slept, found again on wake. Emits
+    /// nothing; its token timer is armed again.
+    Restore {
+        client: ClientKey,
+        info: ClientInfo,
+        expires_at: Option<u64>,
+    },
+    /// A new socket, accepted by the shell under `client` (its attachment
+    /// already saved): `welcome`, the replay if any, presence `join`.
+    Connect {
+        client: ClientKey,
+        info: ClientInfo,
+        expires_at: Option<u64>,
+        resume: Option<Resume>,
+    },
+    /// A client text frame (`ping` never reaches the hub).
+    Text { client: ClientKey, text: String },
+    /// A client binary frame (not part of the protocol).
+    Binary { client: ClientKey },
+    /// The socket went away on the client's side.
+    Gone { client: ClientKey, how: Gone },
+    /// An admin disconnect by client id; answered with a [`Reply`].
+    Kick { client_id: String },
+    /// A publish over HTTP; answered with [`Effect::Store`].
+    Publish { commands: Vec<Command> },
+    /// The rows of a [`Pending`] publish are stored: commit and deliver.
+    Stored(Pending),
+    /// Storing them failed: nothing was committed.
+    StoreFailed(Pending),
+    /// The alarm fired (early or repeated calls are harmless).
+    Timeout,
+}
+
+/// The answer to the request that caused an input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Published { seqs: Vec<u64>, delivered: usize },
+    Kicked,
+    NoSuchClient,
+}
+
 /// Something the shell must do, in the order returned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Send `text` to each listed socket (the text is shared, serialized once).
-    Send { to: Vec<ClientKey>, text: Rc<str> },
-    /// Close the socket; the hub has already forgotten the client, so a later
-    /// [`Hub::disconnect`] for it is a harmless no-op.
+    Send {
+        to: Vec<ClientKey>,
+        text: Rc<str>,
+    },
+    /// Close the socket with `code` and drop it; the hub has forgotten it.
     Close {
         client: ClientKey,
         code: u16,
-        reason: String,
+        reason: &'static str,
     },
-    /// The client's [`ClientInfo`] changed: persist the socket attachment.
-    SaveClient { client: ClientKey },
-    /// Batching: call [`Hub::flush`] at this time.
-    ScheduleFlush { at_ms: u64 },
-}
-
-/// The outcome of [`Hub::plan_publish`]: nothing has changed yet.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PublishPlan {
-    /// One per input command, in order; a duplicate `id` gets the original seq.
-    pub seqs: Vec<u64>,
-    /// Only the new commands, to persist before [`Hub::commit_publish`].
-    pub rows: Vec<StoredCommand>,
-}
-
-/// What a client text frame leads to.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FrameOutcome {
-    Effects(Vec<Effect>),
-    /// Persist `plan.rows`, then call [`Hub::commit_client_publish`].
-    Publish {
-        plan: PublishPlan,
-        r#ref: Option<String>,
+    /// The client's [`ClientInfo`] changed: save the socket's attachment.
+    SaveClient {
+        client: ClientKey,
     },
+    /// Store `rows` (in one turn), then feed back [`Input::Stored`].
+    Store(Pending),
+    Reply(Reply),
+    Log(Event),
+    /// The subscriber summary (count, filter counts) changed.
+    SubscribersChanged,
 }
 
 #[derive(Debug)]
 struct Client {
     info: ClientInfo,
+    /// Token expiry, ms since the Unix epoch.
+    expires_at: Option<u64>,
     /// Consecutive refused frames; any accepted frame resets it.
     bad_frames: u32,
 }
@@ -103,13 +181,15 @@ pub struct Hub {
     subs: SubscriptionMap<ClientKey>,
     clients: BTreeMap<ClientKey, Client>,
     by_id: HashMap<String, ClientKey>,
-    next_key: ClientKey,
+    /// Token timers: (expires_at, client).
+    expiry: BTreeSet<(u64, ClientKey)>,
     /// id -> (seq, ts) of its first publish.
     idempotency: HashMap<String, (u64, u64)>,
     /// (id, ts) in insertion order, so expiry pops from the front.
     idempotency_order: VecDeque<(String, u64)>,
-    /// Batching: frames waiting for the next flush, per client, in seq order.
+    /// Batching: frames waiting for the flush at `flush_at`, per client.
     pending: BTreeMap<ClientKey, Vec<Rc<str>>>,
+    flush_at: Option<u64>,
 }
 
 impl Hub {
@@ -129,11 +209,19 @@ impl Hub {
             subs: SubscriptionMap::new(),
             clients: BTreeMap::new(),
             by_id: HashMap::new(),
-            next_key: 1,
+            expiry: BTreeSet::new(),
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
             pending: BTreeMap::new(),
+            flush_at: None,
         }
+    }
+
+    /// Re-learns a recent idempotency key on wake (from stored history);
+    /// part of building the hub, before any input.
+    pub fn restore_idempotency(&mut self, id: String, seq: u64, ts: u64) {
+        self.idempotency.insert(id.clone(), (seq, ts));
+        self.idempotency_order.push_back((id, ts));
     }
 
     pub fn seq(&self) -> u64 {
@@ -150,6 +238,10 @@ impl Hub {
 
     pub fn client(&self, key: ClientKey) -> Option<&ClientInfo> {
         self.clients.get(&key).map(|c| &c.info)
+    }
+
+    pub fn expires_at(&self, key: ClientKey) -> Option<u64> {
+        self.clients.get(&key).and_then(|c| c.expires_at)
     }
 
     /// Connected clients, ascending by key.
@@ -171,74 +263,172 @@ impl Hub {
         self.subs.filter_counts()
     }
 
-    /// Registers a client; its topics are deduped (the shell bounds them).
-    /// Client ids should be unique; a repeated id makes `key_of` point at
-    /// the newest socket.
-    fn register(&mut self, mut info: ClientInfo) -> ClientKey {
-        while self.clients.contains_key(&self.next_key) || self.next_key == 0 {
-            self.next_key = self.next_key.wrapping_add(1);
+    /// The `command` frame of a history row.
+    pub fn command_frame_of(&self, row: &StoredCommand) -> String {
+        command_frame_json(&self.character, &self.epoch, row.seq, row.ts, &row.command)
+    }
+
+    /// When the hub next needs [`Input::Timeout`]: the earliest batch flush
+    /// or token expiry.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let expiry = self.expiry.first().map(|(at, _)| *at);
+        match (expiry, self.flush_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1);
+    }
+
+    /// The one entry point: what `input` at `now` (ms since the Unix epoch)
+    /// leads to.
+    pub fn handle(&mut self, now: u64, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Restore {
+                client,
+                info,
+                expires_at,
+            } => self.register(client, info, expires_at),
+            Input::Connect {
+                client,
+                info,
+                expires_at,
+                resume,
+            } => self.connect(now, client, info, expires_at, resume, &mut out),
+            Input::Text { client, text } => self.text(now, client, &text, &mut out),
+            Input::Binary { client } => {
+                if self.clients.contains_key(&client) {
+                    let msg = "binary frames are not supported";
+                    self.refuse(now, client, ErrorCode::BadMessage, msg, None, &mut out);
+                }
+            }
+            Input::Gone { client, how } => {
+                let (code, reason) = match how {
+                    Gone::Closed(code) => {
+                        (echo_close_code(code), DisconnectReason::ClientClosed(code))
+                    }
+                    Gone::Error => (CloseCode::Internal.code(), DisconnectReason::SocketError),
+                };
+                // Completes the closing handshake (or drops an errored socket).
+                self.end(now, client, code, "closed", reason, &mut out);
+            }
+            Input::Kick { client_id } => match self.key_of(&client_id) {
+                Some(key) => {
+                    self.close(now, key, CloseCode::ByAdmin, &mut out);
+                    out.push(Effect::Reply(Reply::Kicked));
+                }
+                None => out.push(Effect::Reply(Reply::NoSuchClient)),
+            },
+            Input::Publish { commands } => {
+                out.push(Effect::Store(self.plan(commands, now, Origin::Http)));
+            }
+            Input::Stored(pending) => self.commit(now, pending, &mut out),
+            Input::StoreFailed(pending) => {
+                if let Origin::Client { client, .. } = pending.origin {
+                    self.close(now, client, CloseCode::Internal, &mut out);
+                }
+            }
+            Input::Timeout => self.timeout(now, &mut out),
+        }
+        out
+    }
+
+    /// Adds a client under `key` (replacing any socket the shell reused the
+    /// key for); its topics are deduped (the shell bounds them).
+    fn register(&mut self, key: ClientKey, mut info: ClientInfo, expires_at: Option<u64>) {
+        self.forget(key);
         self.subs.add_client(key);
         for f in info.topics.drain(..) {
             self.subs.subscribe(key, f);
         }
         info.topics = self.subs.filters_of(key);
         self.by_id.insert(info.client_id.clone(), key);
+        if let Some(at) = expires_at {
+            self.expiry.insert((at, key));
+        }
         self.clients.insert(
             key,
             Client {
                 info,
+                expires_at,
                 bad_frames: 0,
             },
         );
-        key
     }
 
-    /// Re-registers a hibernated socket on wake; emits nothing.
-    pub fn restore_client(&mut self, info: ClientInfo) -> ClientKey {
-        self.register(info)
+    /// Removes every trace of a client; its info, if it was known.
+    fn forget(&mut self, key: ClientKey) -> Option<ClientInfo> {
+        let c = self.clients.remove(&key)?;
+        self.subs.remove_client(key);
+        self.pending.remove(&key);
+        if self.pending.is_empty() {
+            self.flush_at = None;
+        }
+        if let Some(at) = c.expires_at {
+            self.expiry.remove(&(at, key));
+        }
+        if self.by_id.get(&c.info.client_id) == Some(&key) {
+            self.by_id.remove(&c.info.client_id);
+        }
+        Some(c.info)
     }
 
-    /// Re-learns a recent idempotency key on wake (from stored history).
-    pub fn restore_idempotency(&mut self, id: String, seq: u64, ts: u64) {
-        self.idempotency.insert(id.clone(), (seq, ts));
-        self.idempotency_order.push_back((id, ts));
-    }
-
-    /// A new socket: `welcome` to it, then presence `join` to every other
-    /// socket that asked for presence. The shell persists the attachment
-    /// itself when accepting, so no `SaveClient` here.
-    pub fn connect(&mut self, info: ClientInfo, _now_ms: u64) -> (ClientKey, Vec<Effect>) {
-        let key = self.register(info);
-        let mut effects = Vec::new();
-        if let Some(c) = self.clients.get(&key) {
-            let info = &c.info;
-            let welcome = welcome_frame_json(
-                &info.client_id,
-                &self.character,
-                &self.epoch,
-                self.seq,
-                &info.topics,
-            );
-            effects.push(send(vec![key], welcome));
-            effects.extend(self.presence(
-                PresenceEvent::Join,
-                &info.client_id,
-                info.user.as_deref(),
-                key,
+    fn connect(
+        &mut self,
+        now: u64,
+        key: ClientKey,
+        info: ClientInfo,
+        expires_at: Option<u64>,
+        resume: Option<Resume>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.register(key, info, expires_at);
+        let Some(c) = self.clients.get(&key) else {
+            return;
+        };
+        let info = &c.info;
+        let welcome = welcome_frame_json(
+            &info.client_id,
+            &self.character,
+            &self.epoch,
+            self.seq,
+            &info.topics,
+        );
+        out.push(send(vec![key], welcome));
+        if let Some(resume) = resume {
+            // Replayed frames are always single `command` frames, even with
+            // batching on, and come before any live frame.
+            // The reader chose the rows (after `since`, or all that are left
+            // when the epoch changed); the filters are applied again here.
+            for row in resume
+                .rows
+                .iter()
+                .filter(|r| info.topics.iter().any(|f| f.matches(&r.command.topic)))
+            {
+                out.push(send(vec![key], self.command_frame_of(row)));
+            }
+            let complete = resume.complete && resume.since <= self.seq;
+            out.push(send(
+                vec![key],
+                recovered_frame_json(resume.since, self.seq, complete),
             ));
         }
-        (key, effects)
+        out.extend(self.presence(PresenceEvent::Join, info, key));
+        out.push(Effect::Log(Event {
+            ts: now,
+            kind: EventKind::Connect {
+                topics: info.topics.clone(),
+            },
+            client_id: Some(info.client_id.clone()),
+            user: info.user.clone(),
+        }));
+        out.push(Effect::SubscribersChanged);
     }
 
     /// Presence frame to every presence socket except `except`.
     fn presence(
         &self,
         event: PresenceEvent,
-        client_id: &str,
-        user: Option<&str>,
+        who: &ClientInfo,
         except: ClientKey,
     ) -> Option<Effect> {
         let to: Vec<ClientKey> = self
@@ -252,112 +442,77 @@ impl Hub {
         }
         Some(send(
             to,
-            presence_frame_json(event, client_id, user, self.clients.len()),
+            presence_frame_json(
+                event,
+                &who.client_id,
+                who.user.as_deref(),
+                self.clients.len(),
+            ),
         ))
     }
 
-    /// A socket went away: forget it (and its unflushed frames) and tell the
-    /// presence sockets. Unknown keys yield nothing.
-    pub fn disconnect(&mut self, key: ClientKey) -> Vec<Effect> {
-        let Some(c) = self.clients.remove(&key) else {
-            return Vec::new();
+    /// Closes a known client with one of our codes.
+    fn close(&mut self, now: u64, key: ClientKey, code: CloseCode, out: &mut Vec<Effect>) {
+        let reason = DisconnectReason::Closed(code);
+        self.end(now, key, code.code(), code.reason(), reason, out);
+    }
+
+    /// The one way a socket ends: close effect, forget, presence `leave`,
+    /// log, summary change. Unknown keys yield nothing, so a socket is never
+    /// logged twice.
+    fn end(
+        &mut self,
+        now: u64,
+        key: ClientKey,
+        code: u16,
+        close_reason: &'static str,
+        reason: DisconnectReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(info) = self.forget(key) else {
+            return;
         };
-        self.subs.remove_client(key);
-        self.pending.remove(&key);
-        if self.by_id.get(&c.info.client_id) == Some(&key) {
-            self.by_id.remove(&c.info.client_id);
-        }
-        self.presence(
-            PresenceEvent::Leave,
-            &c.info.client_id,
-            c.info.user.as_deref(),
-            key,
-        )
-        .into_iter()
-        .collect()
-    }
-
-    /// Admin disconnect by client id: close with 4010 and forget the client.
-    /// `None` if no such client (the shell answers 404).
-    pub fn kick(&mut self, client_id: &str) -> Option<Vec<Effect>> {
-        let key = self.key_of(client_id)?;
-        Some(self.close(key, CLOSE_BY_ADMIN, "disconnected by admin"))
-    }
-
-    /// Close effect followed by the disconnect's presence effects.
-    pub fn close(&mut self, key: ClientKey, code: u16, reason: &str) -> Vec<Effect> {
-        let mut effects = vec![Effect::Close {
+        out.push(Effect::Close {
             client: key,
             code,
-            reason: reason.to_owned(),
-        }];
-        effects.extend(self.disconnect(key));
-        effects
-    }
-
-    /// The `command` frame of a history row.
-    pub fn command_frame_of(&self, row: &StoredCommand) -> String {
-        command_frame_json(&self.character, &self.epoch, row.seq, row.ts, &row.command)
-    }
-
-    /// Replays history to a resuming socket: the matching rows' command
-    /// frames (always single frames, even with batching on), then
-    /// `recovered`. `rows` are those with seq > `since` in seq order; when
-    /// `client_epoch` differs from ours the shell passes ALL stored rows and
-    /// the replay is reported `complete: false`. `oldest_available_seq` is
-    /// the oldest seq history still holds (None if it holds nothing).
-    pub fn replay(
-        &self,
-        key: ClientKey,
-        since: u64,
-        client_epoch: Option<&str>,
-        rows: &[StoredCommand],
-        oldest_available_seq: Option<u64>,
-    ) -> Vec<Effect> {
-        let Some(c) = self.clients.get(&key) else {
-            return Vec::new();
-        };
-        let same_epoch = client_epoch.is_none_or(|e| e == self.epoch);
-        let mut effects: Vec<Effect> = rows
-            .iter()
-            .filter(|r| !same_epoch || r.seq > since)
-            .filter(|r| c.info.topics.iter().any(|f| f.matches(&r.command.topic)))
-            .map(|r| send(vec![key], self.command_frame_of(r)))
-            .collect();
-        let complete = same_epoch
-            && since <= self.seq
-            && (since >= self.seq
-                || oldest_available_seq.is_some_and(|o| o <= since.saturating_add(1)));
-        effects.push(send(
-            vec![key],
-            recovered_frame_json(since, self.seq, complete),
-        ));
-        effects
+            reason: close_reason,
+        });
+        out.extend(self.presence(PresenceEvent::Leave, &info, key));
+        out.push(Effect::Log(Event {
+            ts: now,
+            kind: EventKind::Disconnect { reason },
+            client_id: Some(info.client_id),
+            user: info.user,
+        }));
+        out.push(Effect::SubscribersChanged);
     }
 
     /// The seq of `id` if it was first published within the window.
-    fn recent_seq(&self, id: &str, now_ms: u64) -> Option<u64> {
+    fn recent_seq(&self, id: &str, now: u64) -> Option<u64> {
         self.idempotency
             .get(id)
-            .filter(|(_, ts)| now_ms.saturating_sub(*ts) < IDEMPOTENCY_WINDOW_MS)
+            .filter(|(_, ts)| now.saturating_sub(*ts) < IDEMPOTENCY_WINDOW_MS)
             .map(|(seq, _)| *seq)
     }
 
-    /// Assigns seqs without changing anything: new commands get
-    /// `seq()+1, +2, …`; an `id` seen within 5 minutes, or earlier in this
-    /// batch, gets the first seq and no row. A plan must be committed (or
-    /// dropped) before the next plan is made.
-    pub fn plan_publish(&self, commands: Vec<Command>, now_ms: u64) -> PublishPlan {
-        let mut plan = PublishPlan::default();
+    /// Assigns seqs without changing anything: new commands get `seq+1,
+    /// +2, …`; an `id` seen within the window, or earlier in this batch, gets
+    /// the first seq and no row.
+    fn plan(&self, commands: Vec<Command>, now: u64, origin: Origin) -> Pending {
+        let mut pending = Pending {
+            seqs: Vec::with_capacity(commands.len()),
+            rows: Vec::with_capacity(commands.len()),
+            origin,
+        };
         let mut batch_ids: HashMap<String, u64> = HashMap::new();
         let mut next = self.seq;
         for command in commands {
             if let Some(id) = command.id.as_deref() {
                 if let Some(seq) = self
-                    .recent_seq(id, now_ms)
+                    .recent_seq(id, now)
                     .or_else(|| batch_ids.get(id).copied())
                 {
-                    plan.seqs.push(seq);
+                    pending.seqs.push(seq);
                     continue;
                 }
             }
@@ -365,27 +520,24 @@ impl Hub {
             if let Some(id) = &command.id {
                 batch_ids.insert(id.clone(), next);
             }
-            plan.seqs.push(next);
-            plan.rows.push(StoredCommand {
+            pending.seqs.push(next);
+            pending.rows.push(StoredCommand {
                 seq: next,
-                ts: now_ms,
+                ts: now,
                 command,
             });
         }
-        plan
+        pending
     }
 
-    /// Applies a persisted plan: advances seq, records ids, and delivers
-    /// each new command (serialized once) to the matching sockets, or queues
-    /// it for the next flush when batching. Returns the number of sockets
-    /// reached (or queued for) summed over commands. Rows at or below the
-    /// current seq (a plan committed twice) are skipped.
-    pub fn commit_publish(&mut self, plan: &PublishPlan, now_ms: u64) -> (usize, Vec<Effect>) {
-        self.prune_idempotency(now_ms);
-        let was_idle = self.pending.is_empty();
+    /// Applies a stored plan: advances seq, records ids, and delivers each
+    /// new command (serialized once) to the matching sockets, or queues it
+    /// for the next flush when batching. Rows at or below the current seq (a
+    /// plan committed twice) are skipped.
+    fn commit(&mut self, now: u64, pending: Pending, out: &mut Vec<Effect>) {
+        self.prune_idempotency(now);
         let mut delivered = 0;
-        let mut effects = Vec::new();
-        for row in &plan.rows {
+        for row in &pending.rows {
             if row.seq <= self.seq {
                 continue;
             }
@@ -401,25 +553,52 @@ impl Hub {
             delivered += to.len();
             let text: Rc<str> = Rc::from(self.command_frame_of(row));
             if self.batch_window_ms == 0 {
-                effects.push(Effect::Send { to, text });
+                out.push(Effect::Send { to, text });
             } else {
                 for k in to {
                     self.pending.entry(k).or_default().push(Rc::clone(&text));
                 }
+                if self.flush_at.is_none() {
+                    self.flush_at = Some(now.saturating_add(self.batch_window_ms));
+                }
             }
         }
-        if self.batch_window_ms > 0 && was_idle && !self.pending.is_empty() {
-            effects.push(Effect::ScheduleFlush {
-                at_ms: now_ms.saturating_add(self.batch_window_ms),
-            });
+        let (client_id, user) = match &pending.origin {
+            Origin::Client { client, .. } => self.clients.get(client).map_or((None, None), |c| {
+                (Some(c.info.client_id.clone()), c.info.user.clone())
+            }),
+            Origin::Http => (None, None),
+        };
+        out.push(Effect::Log(Event {
+            ts: now,
+            kind: EventKind::Publish {
+                seqs: pending.seqs.clone(),
+                delivered,
+            },
+            client_id,
+            user,
+        }));
+        match pending.origin {
+            Origin::Http => out.push(Effect::Reply(Reply::Published {
+                seqs: pending.seqs,
+                delivered,
+            })),
+            Origin::Client { client, r#ref } => {
+                if self.clients.contains_key(&client) {
+                    let seq = pending.seqs.last().copied().unwrap_or(self.seq);
+                    out.push(send(
+                        vec![client],
+                        published_frame_json(seq, r#ref.as_deref()),
+                    ));
+                }
+            }
         }
-        (delivered, effects)
     }
 
     /// Drops idempotency entries older than the window, oldest first.
-    fn prune_idempotency(&mut self, now_ms: u64) {
+    fn prune_idempotency(&mut self, now: u64) {
         while let Some((id, ts)) = self.idempotency_order.front() {
-            if now_ms.saturating_sub(*ts) < IDEMPOTENCY_WINDOW_MS {
+            if now.saturating_sub(*ts) < IDEMPOTENCY_WINDOW_MS {
                 break;
             }
             if self.idempotency.get(id).map(|e| e.1) == Some(*ts) {
@@ -429,10 +608,26 @@ impl Hub {
         }
     }
 
+    /// Runs every timer due at `now`: the batch flush first (so a socket
+    /// whose token expires still gets what was queued before), then expiry.
+    fn timeout(&mut self, now: u64, out: &mut Vec<Effect>) {
+        if self.flush_at.is_some_and(|at| at <= now) {
+            self.flush(out);
+        }
+        while let Some(&(at, key)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.expiry.remove(&(at, key));
+            self.close(now, key, CloseCode::TokenExpired, out);
+        }
+    }
+
     /// Batching: one `batch` frame per socket with pending frames (in seq
     /// order, even if it holds a single command); sockets with identical
     /// lists share one `Send`.
-    pub fn flush(&mut self, _now_ms: u64) -> Vec<Effect> {
+    fn flush(&mut self, out: &mut Vec<Effect>) {
+        self.flush_at = None;
         let pending = std::mem::take(&mut self.pending);
         let mut groups: Vec<(Vec<Rc<str>>, Vec<ClientKey>)> = Vec::new();
         let mut index: HashMap<Vec<*const u8>, usize> = HashMap::new();
@@ -446,30 +641,22 @@ impl Hub {
                 }
             }
         }
-        groups
-            .into_iter()
-            .map(|(frames, to)| {
-                let refs: Vec<&str> = frames.iter().map(|f| &**f).collect();
-                send(to, batch_frame_json(&self.character, &refs))
-            })
-            .collect()
+        for (frames, to) in groups {
+            let refs: Vec<&str> = frames.iter().map(|f| &**f).collect();
+            out.push(send(to, batch_frame_json(&self.character, &refs)));
+        }
     }
 
-    /// A client text frame (`ping` never reaches the hub).
-    pub fn handle_frame(&mut self, key: ClientKey, text: &str, now_ms: u64) -> FrameOutcome {
+    /// A client text frame.
+    fn text(&mut self, now: u64, key: ClientKey, text: &str, out: &mut Vec<Effect>) {
         let Some(client) = self.clients.get(&key) else {
-            return FrameOutcome::Effects(Vec::new());
+            return;
         };
         let can_publish = client.info.can_publish;
         let frame = match parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => {
-                return FrameOutcome::Effects(self.refuse(
-                    key,
-                    e.code,
-                    &e.message,
-                    e.r#ref.as_deref(),
-                ))
+                return self.refuse(now, key, e.code, &e.message, e.r#ref.as_deref(), out);
             }
         };
         match frame {
@@ -481,73 +668,33 @@ impl Hub {
                     .collect();
                 if current.len() + new.len() > MAX_FILTERS {
                     let msg = format!("a subscription holds at most {MAX_FILTERS} filters");
-                    return FrameOutcome::Effects(self.refuse(
-                        key,
-                        ErrorCode::BadRequest,
-                        &msg,
-                        r#ref.as_deref(),
-                    ));
+                    let code = ErrorCode::BadRequest;
+                    return self.refuse(now, key, code, &msg, r#ref.as_deref(), out);
                 }
                 let changed = !new.is_empty();
                 for f in new {
                     self.subs.subscribe(key, f);
                 }
-                FrameOutcome::Effects(self.topics_changed(key, changed))
+                self.topics_changed(key, changed, out);
             }
             ClientFrame::Unsubscribe { topics, .. } => {
                 let mut changed = false;
                 for f in &topics {
                     changed |= self.subs.unsubscribe(key, f);
                 }
-                FrameOutcome::Effects(self.topics_changed(key, changed))
+                self.topics_changed(key, changed, out);
             }
             ClientFrame::Publish { command, r#ref } => {
                 if !can_publish {
                     let msg = "this connection may not publish";
-                    return FrameOutcome::Effects(self.refuse(
-                        key,
-                        ErrorCode::Forbidden,
-                        msg,
-                        r#ref.as_deref(),
-                    ));
+                    let code = ErrorCode::Forbidden;
+                    return self.refuse(now, key, code, msg, r#ref.as_deref(), out);
                 }
                 self.accept(key);
-                FrameOutcome::Publish {
-                    plan: self.plan_publish(vec![command], now_ms),
-                    r#ref,
-                }
+                let origin = Origin::Client { client: key, r#ref };
+                out.push(Effect::Store(self.plan(vec![command], now, origin)));
             }
         }
-    }
-
-    /// After a persisted client publish: delivery effects, then `published`
-    /// (seq of the plan's last command) to the sender if still connected.
-    pub fn commit_client_publish(
-        &mut self,
-        key: ClientKey,
-        plan: &PublishPlan,
-        r#ref: Option<&str>,
-        now_ms: u64,
-    ) -> Vec<Effect> {
-        let (_, mut effects) = self.commit_publish(plan, now_ms);
-        if self.clients.contains_key(&key) {
-            let seq = plan.seqs.last().copied().unwrap_or(self.seq);
-            effects.push(send(vec![key], published_frame_json(seq, r#ref)));
-        }
-        effects
-    }
-
-    /// Binary frames are not part of the protocol.
-    pub fn handle_binary(&mut self, key: ClientKey) -> Vec<Effect> {
-        if !self.clients.contains_key(&key) {
-            return Vec::new();
-        }
-        self.refuse(
-            key,
-            ErrorCode::BadMessage,
-            "binary frames are not supported",
-            None,
-        )
     }
 
     fn accept(&mut self, key: ClientKey) {
@@ -558,38 +705,38 @@ impl Hub {
 
     /// Syncs the stored topic list and answers `subscribed` (persisting first
     /// when something changed).
-    fn topics_changed(&mut self, key: ClientKey, changed: bool) -> Vec<Effect> {
+    fn topics_changed(&mut self, key: ClientKey, changed: bool, out: &mut Vec<Effect>) {
         self.accept(key);
         let topics = self.subs.filters_of(key);
-        let mut effects = Vec::new();
         if changed {
             if let Some(c) = self.clients.get_mut(&key) {
                 c.info.topics = topics.clone();
             }
-            effects.push(Effect::SaveClient { client: key });
+            out.push(Effect::SaveClient { client: key });
+            out.push(Effect::SubscribersChanged);
         }
-        effects.push(send(vec![key], subscribed_frame_json(&topics)));
-        effects
+        out.push(send(vec![key], subscribed_frame_json(&topics)));
     }
 
     /// An `error` frame for a refused frame; the tenth consecutive one also
     /// closes the socket with 4400.
     fn refuse(
         &mut self,
+        now: u64,
         key: ClientKey,
         code: ErrorCode,
         message: &str,
         r#ref: Option<&str>,
-    ) -> Vec<Effect> {
-        let mut effects = vec![send(vec![key], error_frame_json(code, message, r#ref))];
+        out: &mut Vec<Effect>,
+    ) {
+        out.push(send(vec![key], error_frame_json(code, message, r#ref)));
         let bad = self.clients.get_mut(&key).map_or(0, |c| {
             c.bad_frames += 1;
             c.bad_frames
         });
         if bad >= MAX_BAD_FRAMES {
-            effects.extend(self.close(key, CLOSE_BAD_FRAMES, "too many bad frames"));
+            self.close(now, key, CloseCode::BadFrames, out);
         }
-        effects
     }
 }
 

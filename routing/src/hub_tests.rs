@@ -2,37 +2,53 @@
 //! per-socket inboxes the way the Worker shell would.
 
 use super::*;
+use crate::catalogue::CloseCode;
+use crate::events::{DisconnectReason, Event, EventKind};
 use crate::topic::Topic;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+/// Drives a hub through `handle` the way the Worker shell does (stores
+/// every `Store` at once and feeds `Stored` back), keeps every input it fed
+/// (for replay) and applies the effects to per-socket inboxes.
 #[derive(Default)]
 struct Fx {
     hub: Option<Hub>,
+    next_key: ClientKey,
+    /// Every (now, input) fed, in order, and the effects it gave.
+    record: Vec<(u64, Input, Vec<Effect>)>,
     inbox: BTreeMap<ClientKey, Vec<Value>>,
     closed: BTreeMap<ClientKey, u16>,
     saved: Vec<ClientKey>,
-    flush_at: Vec<u64>,
+    logs: Vec<Event>,
+    replies: Vec<Reply>,
+    changes: usize,
 }
 
 impl Fx {
     fn new(window: u64) -> Fx {
-        let hub = Hub::new(
+        Fx::with_hub(Hub::new(
             CharacterId::parse("alice").unwrap(),
             "ep1".into(),
             0,
             window,
-        );
+        ))
+    }
+    fn with_hub(hub: Hub) -> Fx {
         Fx {
             hub: Some(hub),
+            next_key: 1,
             ..Fx::default()
         }
     }
     fn hub(&mut self) -> &mut Hub {
         self.hub.as_mut().unwrap()
     }
-    fn apply(&mut self, effects: Vec<Effect>) {
+    /// Feeds one input and applies what it leads to, storing publishes.
+    fn feed(&mut self, now: u64, input: Input) {
+        let effects = self.hub().handle(now, input.clone());
+        self.record.push((now, input, effects.clone()));
         for e in effects {
             match e {
                 Effect::Send { to, text } => {
@@ -46,21 +62,18 @@ impl Fx {
                     }
                 }
                 Effect::Close { client, code, .. } => {
-                    self.closed.insert(client, code);
+                    assert!(self.closed.insert(client, code).is_none(), "closed twice");
                 }
                 Effect::SaveClient { client } => self.saved.push(client),
-                Effect::ScheduleFlush { at_ms } => self.flush_at.push(at_ms),
+                Effect::Store(pending) => self.feed(now, Input::Stored(pending)),
+                Effect::Reply(r) => self.replies.push(r),
+                Effect::Log(ev) => self.logs.push(ev),
+                Effect::SubscribersChanged => self.changes += 1,
             }
         }
     }
-    fn connect(
-        &mut self,
-        id: &str,
-        topics: &[&str],
-        presence: bool,
-        can_publish: bool,
-    ) -> ClientKey {
-        let info = ClientInfo {
+    fn info(id: &str, topics: &[&str], presence: bool, can_publish: bool) -> ClientInfo {
+        ClientInfo {
             client_id: id.into(),
             user: Some(format!("u-{id}")),
             topics: topics
@@ -70,31 +83,67 @@ impl Fx {
             presence,
             connected_at: 1,
             can_publish,
-        };
-        let (k, effects) = self.hub().connect(info, 0);
-        self.apply(effects);
-        k
+        }
     }
+    fn connect_with(
+        &mut self,
+        now: u64,
+        info: ClientInfo,
+        expires_at: Option<u64>,
+        resume: Option<Resume>,
+    ) -> ClientKey {
+        let client = self.next_key;
+        self.next_key += 1;
+        self.feed(
+            now,
+            Input::Connect {
+                client,
+                info,
+                expires_at,
+                resume,
+            },
+        );
+        client
+    }
+    fn connect(
+        &mut self,
+        id: &str,
+        topics: &[&str],
+        presence: bool,
+        can_publish: bool,
+    ) -> ClientKey {
+        let info = Fx::info(id, topics, presence, can_publish);
+        self.connect_with(0, info, None, None)
+    }
+    /// An HTTP publish: its seqs and `delivered`.
     fn publish(&mut self, cmds: Vec<Value>, now: u64) -> (Vec<u64>, usize) {
-        let cmds: Vec<Command> = cmds
+        let commands: Vec<Command> = cmds
             .iter()
             .map(|c| crate::protocol::parse_command(c).unwrap())
             .collect();
-        let plan = self.hub().plan_publish(cmds, now);
-        let (delivered, effects) = self.hub().commit_publish(&plan, now);
-        self.apply(effects);
-        (plan.seqs, delivered)
+        self.feed(now, Input::Publish { commands });
+        match self.replies.pop() {
+            Some(Reply::Published { seqs, delivered }) => (seqs, delivered),
+            other => panic!("publish answered {other:?}"),
+        }
     }
     fn frame(&mut self, k: ClientKey, text: &str, now: u64) {
-        match self.hub().handle_frame(k, text, now) {
-            FrameOutcome::Effects(e) => self.apply(e),
-            FrameOutcome::Publish { plan, r#ref } => {
-                let e = self
-                    .hub()
-                    .commit_client_publish(k, &plan, r#ref.as_deref(), now);
-                self.apply(e);
-            }
-        }
+        self.feed(
+            now,
+            Input::Text {
+                client: k,
+                text: text.into(),
+            },
+        );
+    }
+    fn gone(&mut self, k: ClientKey, now: u64) {
+        self.feed(
+            now,
+            Input::Gone {
+                client: k,
+                how: Gone::Closed(1000),
+            },
+        );
     }
     fn take(&mut self, k: ClientKey) -> Vec<Value> {
         self.inbox.remove(&k).unwrap_or_default()
@@ -116,6 +165,17 @@ impl Fx {
             }
         }
         out
+    }
+    /// Disconnect events logged for `client_id`.
+    fn disconnects(&self, client_id: &str) -> Vec<DisconnectReason> {
+        self.logs
+            .iter()
+            .filter(|e| e.client_id.as_deref() == Some(client_id))
+            .filter_map(|e| match e.kind {
+                EventKind::Disconnect { reason } => Some(reason),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -144,15 +204,30 @@ fn connect_sends_welcome_then_presence_to_others() {
     assert_eq!(fx.hub().subscriber_count(), 2);
     assert_eq!(fx.hub().key_of("b"), Some(b));
     assert_eq!(fx.hub().filter_counts().get("face"), Some(&1));
-    let e = fx.hub().disconnect(b);
-    fx.apply(e);
+    fx.gone(b, 0);
+    assert_eq!(
+        fx.closed.get(&b),
+        Some(&1000),
+        "the closing handshake is completed"
+    );
     assert_eq!(
         fx.take(a),
         vec![
             json!({"type": "presence", "event": "leave", "client_id": "b", "user": "u-b", "count": 1})
         ]
     );
-    assert!(fx.hub().disconnect(b).is_empty());
+    let again = Input::Gone {
+        client: b,
+        how: Gone::Error,
+    };
+    assert!(
+        fx.hub().handle(0, again).is_empty(),
+        "an ended socket ends once"
+    );
+    assert_eq!(
+        fx.disconnects("b"),
+        vec![DisconnectReason::ClientClosed(1000)]
+    );
     assert_eq!(fx.hub().key_of("b"), None);
 }
 
@@ -182,11 +257,16 @@ fn plan_without_commit_changes_nothing() {
     let mut fx = Fx::new(0);
     fx.connect("a", &[">"], false, false);
     let cmd = crate::protocol::parse_command(&json!({"name": "x", "id": "k"})).unwrap();
-    let plan = fx.hub().plan_publish(vec![cmd.clone()], 0);
-    assert_eq!(plan.seqs, vec![1]);
-    drop(plan);
+    let plan = |fx: &mut Fx| {
+        let commands = vec![cmd.clone()];
+        match fx.hub().handle(0, Input::Publish { commands }).as_slice() {
+            [Effect::Store(p)] => p.seqs.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(plan(&mut fx), vec![1]);
     assert_eq!(fx.hub().seq(), 0);
-    assert_eq!(fx.hub().plan_publish(vec![cmd], 0).seqs, vec![1]);
+    assert_eq!(plan(&mut fx), vec![1], "nothing was committed");
 }
 
 #[test]
@@ -226,41 +306,65 @@ fn restored_idempotency_answers_original_seq() {
 }
 
 #[test]
-fn replay_filters_and_reports_completeness() {
-    let mut fx = Fx::new(0);
+fn resume_replays_matching_rows_then_recovered() {
     let hub = Hub::new(CharacterId::parse("alice").unwrap(), "ep1".into(), 5, 0);
-    fx.hub = Some(hub);
-    let a = fx.connect("a", &["face"], false, false);
-    fx.take(a);
+    let mut fx = Fx::with_hub(hub);
+    let w = fx.connect("w", &[">"], true, false);
+    fx.take(w);
     let row = |seq: u64, topic: &str| StoredCommand {
         seq,
         ts: seq * 10,
         command: crate::protocol::parse_command(&c(topic, "n")).unwrap(),
     };
-    let rows = vec![row(3, "face"), row(4, "body"), row(5, "face")];
-    let e = fx.hub().replay(a, 2, Some("ep1"), &rows, Some(1));
-    fx.apply(e);
-    assert_eq!(fx.seqs(a), vec![3, 5]);
-    assert_eq!(
-        fx.take(a).last().unwrap(),
-        &json!({"type": "recovered", "since": 2, "seq": 5, "complete": true})
-    );
-    let complete = |fx: &mut Fx, since, epoch, oldest| {
-        let e = fx.hub().replay(a, since, epoch, &[], oldest);
-        fx.apply(e);
-        fx.take(a).last().unwrap()["complete"].as_bool().unwrap()
+    let resume = |since, complete| Resume {
+        since,
+        rows: vec![row(3, "face"), row(4, "body"), row(5, "face")],
+        complete,
     };
-    assert!(!complete(&mut fx, 2, Some("ep1"), Some(4)));
-    assert!(complete(&mut fx, 3, Some("ep1"), Some(4)));
-    assert!(complete(&mut fx, 5, Some("ep1"), None));
-    assert!(!complete(&mut fx, 6, Some("ep1"), None));
-    assert!(complete(&mut fx, 2, None, Some(1)));
-    assert!(!complete(&mut fx, 5, Some("old"), Some(1)));
-    // Epoch changed: every stored row is replayed, since notwithstanding.
-    let e = fx.hub().replay(a, 9, Some("old"), &rows, Some(3));
-    fx.apply(e);
-    assert_eq!(fx.seqs(a), vec![3, 5]);
-    assert!(fx.hub().replay(99, 0, None, &rows, None).is_empty());
+    let info = Fx::info("a", &["face"], false, false);
+    let a = fx.connect_with(7, info.clone(), None, Some(resume(2, true)));
+    let frames = fx.take(a);
+    assert_eq!(frames[0]["type"], "welcome");
+    assert_eq!(fx.seqs(a), Vec::<u64>::new());
+    let replayed: Vec<u64> = frames[1..3]
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, vec![3, 5], "only matching rows, in order");
+    assert_eq!(
+        frames[3],
+        json!({"type": "recovered", "since": 2, "seq": 5, "complete": true})
+    );
+    assert_eq!(frames.len(), 4);
+    // Presence comes after the replay, to the others.
+    assert_eq!(fx.take(w)[0]["event"], "join");
+    // The reader's verdict is passed on, and a client from the future is
+    // never complete.
+    let b = fx.connect_with(
+        7,
+        Fx::info("b", &["face"], false, false),
+        None,
+        Some(resume(2, false)),
+    );
+    assert_eq!(fx.take(b).last().unwrap()["complete"], false);
+    let d = fx.connect_with(
+        7,
+        Fx::info("d", &["face"], false, false),
+        None,
+        Some(Resume {
+            since: 9,
+            rows: vec![],
+            complete: true,
+        }),
+    );
+    assert_eq!(fx.take(d).last().unwrap()["complete"], false);
+    // Connect is logged once per socket, with its filters.
+    let connects = fx
+        .logs
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Connect { .. }))
+        .count();
+    assert_eq!(connects, 4);
 }
 
 #[test]
@@ -351,8 +455,7 @@ fn bad_frames_get_errors_then_close() {
     fx.take(w);
     fx.frame(a, "nope", 0);
     assert_eq!(fx.take(a)[0]["code"], "bad_message");
-    let e = fx.hub().handle_binary(a);
-    fx.apply(e);
+    fx.feed(0, Input::Binary { client: a });
     assert_eq!(fx.take(a)[0]["message"], "binary frames are not supported");
     // A good frame resets the consecutive count.
     fx.frame(a, r#"{"type":"subscribe","topics":["x"]}"#, 0);
@@ -361,23 +464,36 @@ fn bad_frames_get_errors_then_close() {
     }
     assert!(!fx.closed.contains_key(&a));
     fx.frame(a, r#"{"type":"what","ref":"q"}"#, 0);
-    assert_eq!(fx.closed.get(&a), Some(&CLOSE_BAD_FRAMES));
+    assert_eq!(fx.closed.get(&a), Some(&4400));
     assert!(fx.hub().client(a).is_none());
     assert_eq!(fx.take(w)[0]["event"], "leave");
+    // Regression: a socket closed for bad frames was never logged.
+    assert_eq!(
+        fx.disconnects("a"),
+        vec![DisconnectReason::Closed(CloseCode::BadFrames)]
+    );
 }
 
 #[test]
 fn kick_closes_with_4010() {
     let mut fx = Fx::new(0);
     let a = fx.connect("a", &[">"], false, false);
-    let e = fx.hub().kick("a").unwrap();
-    fx.apply(e);
-    assert_eq!(fx.closed.get(&a), Some(&CLOSE_BY_ADMIN));
-    assert!(fx.hub().kick("a").is_none());
+    let kick = Input::Kick {
+        client_id: "a".into(),
+    };
+    fx.feed(5, kick.clone());
+    assert_eq!(fx.closed.get(&a), Some(&4010));
+    assert_eq!(fx.replies, vec![Reply::Kicked]);
+    fx.feed(6, kick);
+    assert_eq!(fx.replies, vec![Reply::Kicked, Reply::NoSuchClient]);
+    assert_eq!(
+        fx.disconnects("a"),
+        vec![DisconnectReason::Closed(CloseCode::ByAdmin)]
+    );
 }
 
 #[test]
-fn batching_groups_per_client_and_schedules_once() {
+fn batching_groups_per_client_and_flushes_on_the_timer() {
     let mut fx = Fx::new(50);
     let a = fx.connect("a", &[">"], false, false);
     let b = fx.connect("b", &[">"], false, false);
@@ -386,24 +502,87 @@ fn batching_groups_per_client_and_schedules_once() {
     for k in [a, b, d, gone] {
         fx.take(k);
     }
+    assert_eq!(fx.hub().poll_timeout(), None);
     assert_eq!(fx.publish(vec![c("face", "smile")], 100).1, 4);
     assert_eq!(fx.publish(vec![c("body", "wave")], 120).1, 3);
-    assert_eq!(fx.flush_at, vec![150]);
+    assert_eq!(
+        fx.hub().poll_timeout(),
+        Some(150),
+        "the first command's window"
+    );
     assert!(fx.inbox.is_empty(), "nothing sent before the flush");
-    let e = fx.hub().disconnect(gone);
-    fx.apply(e);
-    let effects = fx.hub().flush(150);
-    assert_eq!(effects.len(), 2, "a and b share one send; d has its own");
-    assert!(matches!(&effects[0], Effect::Send { to, .. } if to == &vec![a, b]));
-    fx.apply(effects);
+    fx.gone(gone, 130);
+    fx.feed(149, Input::Timeout);
+    assert!(fx.inbox.is_empty(), "an early alarm flushes nothing");
+    fx.feed(150, Input::Timeout);
+    let sends: Vec<&Effect> = fx.record.last().unwrap().2.iter().collect();
+    assert_eq!(sends.len(), 2, "a and b share one send; d has its own");
+    assert!(matches!(sends[0], Effect::Send { to, .. } if to == &vec![a, b]));
     assert_eq!(fx.inbox[&a].len(), 1);
     assert_eq!(fx.inbox[&a][0]["type"], "batch");
     assert_eq!(fx.seqs(a), vec![1, 2]);
     assert_eq!(fx.seqs(d), vec![1]);
     assert!(fx.seqs(gone).is_empty());
-    assert!(fx.hub().flush(200).is_empty());
+    assert_eq!(fx.hub().poll_timeout(), None);
+    fx.feed(200, Input::Timeout);
+    assert!(fx.record.last().unwrap().2.is_empty());
     fx.publish(vec![c("face", "x")], 300);
-    assert_eq!(fx.flush_at, vec![150, 350]);
+    assert_eq!(fx.hub().poll_timeout(), Some(350));
+}
+
+#[test]
+fn tokens_expire_on_the_timer_with_4001() {
+    let mut fx = Fx::new(0);
+    let w = fx.connect("w", &[">"], true, false);
+    let a = fx.connect_with(0, Fx::info("a", &[">"], false, false), Some(1_000), None);
+    let b = fx.connect_with(0, Fx::info("b", &[">"], false, false), Some(2_000), None);
+    assert_eq!(fx.hub().poll_timeout(), Some(1_000));
+    fx.feed(999, Input::Timeout);
+    assert!(fx.closed.is_empty());
+    fx.feed(1_500, Input::Timeout);
+    assert_eq!(fx.closed.get(&a), Some(&4001));
+    assert_eq!(fx.hub().poll_timeout(), Some(2_000));
+    // A socket that leaves first takes its timer with it.
+    fx.gone(b, 1_600);
+    assert_eq!(fx.hub().poll_timeout(), None);
+    fx.feed(5_000, Input::Timeout);
+    assert_eq!(fx.closed.get(&b), Some(&1000));
+    assert_eq!(
+        fx.disconnects("a"),
+        vec![DisconnectReason::Closed(CloseCode::TokenExpired)]
+    );
+    assert_eq!(
+        fx.disconnects("b"),
+        vec![DisconnectReason::ClientClosed(1000)]
+    );
+    assert!(fx.take(w).iter().any(|f| f["event"] == "leave"));
+}
+
+#[test]
+fn a_failed_store_commits_nothing_and_closes_a_publishing_socket() {
+    let mut fx = Fx::new(0);
+    let p = fx.connect("p", &[">"], false, true);
+    fx.take(p);
+    let cmd = crate::protocol::parse_command(&c("face", "smile")).unwrap();
+    let pending = Pending {
+        seqs: vec![1],
+        rows: vec![StoredCommand {
+            seq: 1,
+            ts: 0,
+            command: cmd,
+        }],
+        origin: Origin::Client {
+            client: p,
+            r#ref: None,
+        },
+    };
+    fx.feed(0, Input::StoreFailed(pending));
+    assert_eq!(fx.hub().seq(), 0);
+    assert_eq!(fx.closed.get(&p), Some(&1011));
+    assert_eq!(
+        fx.disconnects("p"),
+        vec![DisconnectReason::Closed(CloseCode::Internal)]
+    );
 }
 
 #[test]
@@ -419,8 +598,18 @@ fn client_info_round_trips_as_attachment() {
     let s = serde_json::to_string(&info).unwrap();
     assert_eq!(serde_json::from_str::<ClientInfo>(&s).unwrap(), info);
     let mut hub = Hub::new(CharacterId::parse("x").unwrap(), "e".into(), 3, 0);
-    let k = hub.restore_client(info.clone());
-    assert_eq!(hub.client(k), Some(&info));
+    let restore = Input::Restore {
+        client: 4,
+        info: info.clone(),
+        expires_at: Some(77),
+    };
+    assert!(hub.handle(0, restore).is_empty(), "a wake-up says nothing");
+    assert_eq!(hub.client(4), Some(&info));
+    assert_eq!(
+        hub.poll_timeout(),
+        Some(77),
+        "its token timer is armed again"
+    );
     assert_eq!(hub.clients().count(), 1);
     assert_eq!(
         (hub.seq(), hub.epoch(), hub.character().as_str()),
@@ -430,12 +619,15 @@ fn client_info_round_trips_as_attachment() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Connect(Vec<usize>),
+    /// Filters, and a token lifetime (ms) if any.
+    Connect(Vec<usize>, Option<u64>),
     Subscribe(usize, usize),
     Unsubscribe(usize, usize),
     Publish(Vec<(usize, Option<u8>)>),
-    Disconnect(usize),
-    Flush,
+    Gone(usize),
+    Kick(usize),
+    BadFrames(usize, u8),
+    Timeout,
     Wait(u64),
 }
 
@@ -444,36 +636,76 @@ const TOPICS: &[&str] = &["a", "b", "a.b", "b.b", "a.a.c", "main"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        prop::collection::vec(0..FILTERS.len(), 0..3).prop_map(Op::Connect),
+        (
+            prop::collection::vec(0..FILTERS.len(), 0..3),
+            prop::option::of(1u64..5_000)
+        )
+            .prop_map(|(f, t)| Op::Connect(f, t)),
         (0usize..8, 0..FILTERS.len()).prop_map(|(c, f)| Op::Subscribe(c, f)),
         (0usize..8, 0..FILTERS.len()).prop_map(|(c, f)| Op::Unsubscribe(c, f)),
         prop::collection::vec((0..TOPICS.len(), prop::option::of(0u8..4)), 1..4)
             .prop_map(Op::Publish),
-        (0usize..8).prop_map(Op::Disconnect),
-        Just(Op::Flush),
-        (0u64..200_000).prop_map(Op::Wait),
+        (0usize..8).prop_map(Op::Gone),
+        (0usize..8).prop_map(Op::Kick),
+        (0usize..8, 1u8..12).prop_map(|(c, n)| Op::BadFrames(c, n)),
+        Just(Op::Timeout),
+        (0u64..3_000).prop_map(Op::Wait),
     ]
 }
 
-fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// The model a random run is checked against: the live clients with their
+/// filters and token expiry, what each must have received, the seq and the
+/// idempotency ids, all computed by brute force.
+#[derive(Default)]
+struct Model {
+    live: Vec<ClientKey>,
+    ids_of: BTreeMap<ClientKey, String>,
+    filters: BTreeMap<ClientKey, BTreeSet<&'static str>>,
+    expiry: BTreeMap<ClientKey, u64>,
+    expected: BTreeMap<ClientKey, Vec<u64>>,
+    queued: BTreeMap<ClientKey, Vec<u64>>,
+    ids: HashMap<u8, (u64, u64)>,
+    seq: u64,
+    ended: Vec<String>,
+}
+
+impl Model {
+    fn end(&mut self, k: ClientKey) {
+        self.live.retain(|x| *x != k);
+        self.filters.remove(&k);
+        self.expiry.remove(&k);
+        self.queued.remove(&k);
+        self.ended.extend(self.ids_of.get(&k).cloned());
+    }
+    fn flush(&mut self) {
+        for (k, s) in std::mem::take(&mut self.queued) {
+            self.expected.entry(k).or_default().extend(s);
+        }
+    }
+}
+
+fn run_model(window: u64, ops: Vec<Op>) -> Result<Fx, TestCaseError> {
     let mut fx = Fx::new(window);
+    let mut m = Model::default();
     let mut now = 0u64;
-    let mut live: Vec<ClientKey> = Vec::new();
-    let mut filters: BTreeMap<ClientKey, BTreeSet<&str>> = BTreeMap::new();
-    let mut expected: BTreeMap<ClientKey, Vec<u64>> = BTreeMap::new();
-    let mut queued: BTreeMap<ClientKey, Vec<u64>> = BTreeMap::new();
-    let mut ids: HashMap<u8, (u64, u64)> = HashMap::new();
-    let mut seq = 0u64;
+    let mut flush_due: Option<u64> = None;
     for (n, o) in ops.into_iter().enumerate() {
         match o {
-            Op::Connect(fs) => {
-                let names: Vec<&str> = fs.iter().map(|i| FILTERS[*i]).collect();
-                let k = fx.connect(&format!("c{n}"), &names, false, false);
-                live.push(k);
-                filters.insert(k, names.into_iter().collect());
+            Op::Connect(fs, lifetime) => {
+                let names: Vec<&'static str> = fs.iter().map(|i| FILTERS[*i]).collect();
+                let id = format!("c{n}");
+                let info = Fx::info(&id, &names, n % 3 == 0, false);
+                let expires = lifetime.map(|l| now + l);
+                let k = fx.connect_with(now, info, expires, None);
+                m.live.push(k);
+                m.ids_of.insert(k, id);
+                m.filters.insert(k, names.into_iter().collect());
+                if let Some(at) = expires {
+                    m.expiry.insert(k, at);
+                }
             }
-            Op::Subscribe(i, f) | Op::Unsubscribe(i, f) if !live.is_empty() => {
-                let k = live[i % live.len()];
+            Op::Subscribe(i, f) | Op::Unsubscribe(i, f) if !m.live.is_empty() => {
+                let k = m.live[i % m.live.len()];
                 let sub = matches!(o, Op::Subscribe(..));
                 let t = if sub { "subscribe" } else { "unsubscribe" };
                 fx.frame(
@@ -481,7 +713,7 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     &json!({"type": t, "topics": [FILTERS[f]]}).to_string(),
                     now,
                 );
-                let set = filters.entry(k).or_default();
+                let set = m.filters.entry(k).or_default();
                 if sub {
                     set.insert(FILTERS[f]);
                 } else {
@@ -495,7 +727,7 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let mut v = c(TOPICS[t], "n");
                     if let Some(id) = id {
                         v["id"] = json!(format!("id{id}"));
-                        if let Some((s, ts)) = ids.get(&id) {
+                        if let Some((s, ts)) = m.ids.get(&id) {
                             if now - ts < IDEMPOTENCY_WINDOW_MS {
                                 want_seqs.push(*s);
                                 values.push(v);
@@ -503,23 +735,24 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             }
                         }
                     }
-                    seq += 1;
+                    m.seq += 1;
                     if let Some(id) = id {
-                        ids.insert(id, (seq, now));
+                        m.ids.insert(id, (m.seq, now));
                     }
-                    want_seqs.push(seq);
+                    want_seqs.push(m.seq);
                     let topic = Topic::parse(TOPICS[t]).unwrap();
-                    for (k, fs) in &filters {
+                    let seq = m.seq;
+                    for (k, fs) in &m.filters {
                         if fs
                             .iter()
                             .any(|f| TopicFilter::parse(f).unwrap().matches(&topic))
                         {
-                            let target = if window > 0 {
-                                &mut queued
+                            if window > 0 {
+                                m.queued.entry(*k).or_default().push(seq);
+                                flush_due.get_or_insert(now + window);
                             } else {
-                                &mut expected
-                            };
-                            target.entry(*k).or_default().push(seq);
+                                m.expected.entry(*k).or_default().push(seq);
+                            }
                         }
                     }
                     values.push(v);
@@ -527,30 +760,69 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (seqs, _) = fx.publish(values, now);
                 prop_assert_eq!(seqs, want_seqs);
             }
-            Op::Disconnect(i) if !live.is_empty() => {
-                let k = live.remove(i % live.len());
-                let e = fx.hub().disconnect(k);
-                fx.apply(e);
-                filters.remove(&k);
-                queued.remove(&k);
+            Op::Gone(i) if !m.live.is_empty() => {
+                let k = m.live[i % m.live.len()];
+                fx.gone(k, now);
+                m.end(k);
             }
-            Op::Flush => {
-                let e = fx.hub().flush(now);
-                fx.apply(e);
-                for (k, s) in std::mem::take(&mut queued) {
-                    expected.entry(k).or_default().extend(s);
+            Op::Kick(i) if !m.live.is_empty() => {
+                let k = m.live[i % m.live.len()];
+                let client_id = m.ids_of[&k].clone();
+                fx.feed(now, Input::Kick { client_id });
+                prop_assert_eq!(fx.replies.pop(), Some(Reply::Kicked));
+                m.end(k);
+            }
+            Op::BadFrames(i, count) if !m.live.is_empty() => {
+                let k = m.live[i % m.live.len()];
+                // A good frame first resets the consecutive count.
+                fx.frame(k, r#"{"type":"unsubscribe","topics":["zz"]}"#, now);
+                for _ in 0..count {
+                    fx.frame(k, "not json", now);
+                }
+                if u32::from(count) >= MAX_BAD_FRAMES {
+                    m.end(k);
+                }
+            }
+            Op::Timeout => {
+                fx.feed(now, Input::Timeout);
+                if flush_due.is_some_and(|at| at <= now) {
+                    m.flush();
+                    flush_due = None;
+                }
+                let expired: Vec<ClientKey> = m
+                    .expiry
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in expired {
+                    m.end(k);
                 }
             }
             Op::Wait(ms) => now += ms,
             _ => {}
         }
+        if m.queued.is_empty() {
+            flush_due = None;
+        }
+        // No timer is lost: the hub asks for the model's earliest deadline.
+        let want = m.expiry.values().copied().chain(flush_due).min();
+        prop_assert_eq!(fx.hub().poll_timeout(), want);
     }
-    let e = fx.hub().flush(now);
-    fx.apply(e);
-    for (k, s) in std::mem::take(&mut queued) {
-        expected.entry(k).or_default().extend(s);
+    // A last alarm after the window: everything queued goes out.
+    now += window;
+    fx.feed(now, Input::Timeout);
+    m.flush();
+    let expired: Vec<ClientKey> = m
+        .expiry
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in expired {
+        m.end(k);
     }
-    let keys: BTreeSet<ClientKey> = fx.inbox.keys().chain(expected.keys()).copied().collect();
+    let keys: BTreeSet<ClientKey> = fx.inbox.keys().chain(m.expected.keys()).copied().collect();
     for k in keys {
         let got = fx.seqs(k);
         prop_assert!(
@@ -558,8 +830,32 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             "not strictly increasing: {:?}",
             got
         );
-        let want = expected.get(&k).cloned().unwrap_or_default();
+        let want = m.expected.get(&k).cloned().unwrap_or_default();
         prop_assert_eq!(got, want, "client {}", k);
+    }
+    // Every socket that ended is logged once, and no live one is.
+    for (k, id) in &m.ids_of {
+        let n = fx.disconnects(id).len();
+        let ended = m.ended.iter().filter(|e| *e == id).count();
+        prop_assert_eq!(n, ended, "client {} ({})", k, id);
+        prop_assert!(n <= 1);
+        prop_assert_eq!(fx.closed.contains_key(k), n == 1);
+    }
+    Ok(fx)
+}
+
+/// Replays `record` into a fresh hub built like the one that produced it
+/// and checks that every input gives the same effects again.
+fn replays(window: u64, record: &[(u64, Input, Vec<Effect>)]) -> Result<(), TestCaseError> {
+    let mut hub = Hub::new(
+        CharacterId::parse("alice").unwrap(),
+        "ep1".into(),
+        0,
+        window,
+    );
+    for (i, (now, input, effects)) in record.iter().enumerate() {
+        let again = hub.handle(*now, input.clone());
+        prop_assert_eq!(&again, effects, "input {} ({:?})", i, input);
     }
     Ok(())
 }
@@ -567,11 +863,129 @@ fn run_model(window: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
 proptest! {
     #[test]
     fn delivery_matches_brute_force(ops in prop::collection::vec(op(), 0..40)) {
-        run_model(0, ops)?;
+        let fx = run_model(0, ops)?;
+        replays(0, &fx.record)?;
     }
 
     #[test]
     fn batched_delivery_matches_brute_force(ops in prop::collection::vec(op(), 0..40)) {
-        run_model(25, ops)?;
+        let fx = run_model(25, ops)?;
+        replays(25, &fx.record)?;
     }
+}
+
+/// A recorded session of one character: every kind of input, in time
+/// order. Its effects are kept in `tests/fixtures/hub-replay.txt`; a change
+/// of behaviour shows there as a diff (run with `BLESS=1` to accept one).
+fn recorded_session() -> Vec<(u64, Input)> {
+    let info = |id: &str, topics: &[&str], presence| Fx::info(id, topics, presence, true);
+    let cmd = |v: Value| crate::protocol::parse_command(&v).unwrap();
+    let text = |client, t: &str| Input::Text {
+        client,
+        text: t.into(),
+    };
+    vec![
+        (
+            1_000,
+            Input::Connect {
+                client: 1,
+                info: info("a", &["face"], true),
+                expires_at: Some(9_000),
+                resume: None,
+            },
+        ),
+        (
+            1_010,
+            Input::Connect {
+                client: 2,
+                info: info("b", &["body.*"], false),
+                expires_at: None,
+                resume: None,
+            },
+        ),
+        (
+            1_020,
+            Input::Publish {
+                commands: vec![
+                    cmd(c("face", "smile")),
+                    cmd(json!({"topic": "body.arms", "name": "wave", "id": "k1"})),
+                ],
+            },
+        ),
+        (
+            1_030,
+            Input::Publish {
+                commands: vec![cmd(
+                    json!({"topic": "body.arms", "name": "wave", "id": "k1"}),
+                )],
+            },
+        ),
+        (
+            1_040,
+            text(2, r#"{"type":"subscribe","topics":["face"],"ref":"s"}"#),
+        ),
+        (
+            1_050,
+            text(
+                2,
+                r#"{"type":"publish","ref":"p","topic":"face","name":"blink"}"#,
+            ),
+        ),
+        (1_060, text(1, "not json")),
+        (1_070, Input::Binary { client: 1 }),
+        (
+            1_080,
+            Input::Kick {
+                client_id: "nobody".into(),
+            },
+        ),
+        (1_090, Input::Timeout),
+        (9_000, Input::Timeout),
+        (
+            9_010,
+            Input::Gone {
+                client: 2,
+                how: Gone::Closed(1001),
+            },
+        ),
+        (
+            9_020,
+            Input::Gone {
+                client: 2,
+                how: Gone::Error,
+            },
+        ),
+    ]
+}
+
+fn render(record: &[(u64, Input)]) -> String {
+    let mut hub = Hub::new(CharacterId::parse("alice").unwrap(), "ep1".into(), 0, 0);
+    let mut out = String::new();
+    let mut inputs: VecDeque<(u64, Input)> = record.iter().cloned().collect();
+    while let Some((now, input)) = inputs.pop_front() {
+        out.push_str(&format!("@{now} {input:?}\n"));
+        for e in hub.handle(now, input) {
+            out.push_str(&format!("  {e:?}\n"));
+            // The shell stores every publish at once and reports it stored.
+            if let Effect::Store(p) = e {
+                inputs.push_front((now, Input::Stored(p)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_recorded_session_replays_to_the_recorded_effects() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hub-replay.txt");
+    let got = render(&recorded_session());
+    assert_eq!(got, render(&recorded_session()), "not deterministic");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(path).unwrap();
+    assert!(
+        got == want,
+        "effects differ from {path}; diff it, then BLESS=1 if intended:\n{got}"
+    );
 }

@@ -6,10 +6,15 @@
 
 pub mod animator;
 pub mod archive;
+pub mod attachment;
 pub mod auth;
+pub mod catalogue;
 pub mod events;
 pub mod hub;
 pub mod protocol;
 pub mod query;
+pub mod reader;
 pub mod subscriptions;
+pub mod tasks;
 pub mod topic;
+pub mod wire;

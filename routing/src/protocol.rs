@@ -9,18 +9,9 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// Largest HTTP request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Largest single command, measured as its compact JSON serialization.
-pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
-/// Most commands in one publish, or characters in one broadcast.
-pub const MAX_BATCH: usize = 100;
-/// Largest incoming WebSocket text frame.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
-/// Largest `duration_ms`.
-pub const MAX_DURATION_MS: u64 = 600_000;
-/// Longest idempotency `id`, in characters.
-pub const MAX_ID_CHARS: usize = 64;
+pub use crate::catalogue::{
+    MAX_BATCH, MAX_BODY_BYTES, MAX_COMMAND_BYTES, MAX_DURATION_MS, MAX_FRAME_BYTES, MAX_ID_CHARS,
+};
 
 /// Error codes of the contract (§2 `error` frames, §5 HTTP bodies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,7 +32,7 @@ impl NameError {
 }
 
 /// A subscription holds at most this many filters (contract §5).
-pub const MAX_FILTERS: usize = 32;
+pub use crate::catalogue::MAX_FILTERS;
 /// Topics and filters have at most this many dot-separated segments.
 pub const MAX_SEGMENTS: usize = 4;
 

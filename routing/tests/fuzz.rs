@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use routing::auth::verify_jwt;
-use routing::hub::{ClientInfo, FrameOutcome, Hub};
+use routing::hub::{ClientInfo, Effect, Hub, Input};
 use routing::protocol::{
     parse_broadcast_body, parse_client_frame, parse_publish_body, MAX_BATCH, MAX_COMMAND_BYTES,
 };
@@ -115,12 +115,17 @@ proptest! {
             connected_at: 0,
             can_publish: true,
         };
-        let (key, _) = hub.connect(info, 0);
+        let key = 1;
+        let connect = Input::Connect { client: key, info, expires_at: None, resume: None };
+        let _ = hub.handle(0, connect);
         for (i, f) in frames.iter().enumerate() {
             let _ = parse_client_frame(f);
-            if let FrameOutcome::Publish { plan, r#ref } = hub.handle_frame(key, f, i as u64) {
-                prop_assert!(plan.seqs.len() == 1);
-                let _ = hub.commit_client_publish(key, &plan, r#ref.as_deref(), i as u64);
+            let text = Input::Text { client: key, text: f.clone() };
+            for effect in hub.handle(i as u64, text) {
+                if let Effect::Store(pending) = effect {
+                    prop_assert!(pending.seqs.len() == 1);
+                    let _ = hub.handle(i as u64, Input::Stored(pending));
+                }
             }
             if let Some(c) = hub.client(key) {
                 prop_assert!(c.topics.len() <= 32);

@@ -1,0 +1,157 @@
+//! The one catalogue of numbers the gateway promises: WebSocket close codes
+//! (with their reason and whether a client should reconnect) and the limits
+//! and windows of the contract. The Worker, the hub and the tests read them
+//! from here; a host test checks that `docs/protocol.md` and `public/client.mjs`
+//! name the same close codes, so the three cannot drift apart.
+
+/// Close codes the gateway sends (contract §5), numbered like centrifuge's
+/// disconnect catalogue: 4xxx are ours, 1xxx the protocol's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CloseCode {
+    /// The socket's token expired while it was connected.
+    TokenExpired,
+    /// The caller's rights were withdrawn while it was connected.
+    RightsWithdrawn,
+    /// An admin disconnected the socket.
+    ByAdmin,
+    /// Too many consecutive refused frames.
+    BadFrames,
+    /// A fault of ours (storing a client publish failed, lost state on wake).
+    Internal,
+}
+
+impl CloseCode {
+    /// Every code, for documentation checks and tests.
+    pub const ALL: [CloseCode; 5] = [
+        CloseCode::TokenExpired,
+        CloseCode::RightsWithdrawn,
+        CloseCode::ByAdmin,
+        CloseCode::BadFrames,
+        CloseCode::Internal,
+    ];
+
+    /// The number on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::TokenExpired => 4001,
+            CloseCode::RightsWithdrawn => 4003,
+            CloseCode::ByAdmin => 4010,
+            CloseCode::BadFrames => 4400,
+            CloseCode::Internal => 1011,
+        }
+    }
+
+    /// The close frame's reason text (also the log's reason).
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::RightsWithdrawn => "rights withdrawn",
+            CloseCode::ByAdmin => "disconnected by admin",
+            CloseCode::BadFrames => "too many bad frames",
+            CloseCode::Internal => "internal error",
+        }
+    }
+
+    /// Whether a client should reconnect after it: not after the ones that
+    /// would only be refused or closed again.
+    pub fn reconnect(self) -> bool {
+        matches!(self, CloseCode::BadFrames | CloseCode::Internal)
+    }
+
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+/// The code to answer a client's close frame with, completing the closing
+/// handshake: the client's own code where it may be sent on the wire, else
+/// 1000 (1005 and 1006 only report that no code or no frame was seen).
+pub fn echo_close_code(code: u16) -> u16 {
+    if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        code
+    } else {
+        1000
+    }
+}
+
+/// An `id` published again within this window is not delivered again (§2).
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Consecutive refused frames after which a socket is closed with 4400.
+pub const MAX_BAD_FRAMES: u32 = 10;
+/// Largest HTTP request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest single command, measured as its compact JSON serialization.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+/// Most commands in one publish, or characters in one broadcast.
+pub const MAX_BATCH: usize = 100;
+/// Largest incoming WebSocket text frame.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// Largest `duration_ms`.
+pub const MAX_DURATION_MS: u64 = 600_000;
+/// Longest idempotency `id`, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+/// Most filters one subscription holds.
+pub const MAX_FILTERS: usize = 32;
+/// Longest batching window a deployment may configure.
+pub const MAX_BATCH_WINDOW_MS: u64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &str) -> String {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap()
+    }
+
+    #[test]
+    fn codes_are_distinct_and_round_trip() {
+        for c in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(CloseCode::from_code(1000), None);
+    }
+
+    #[test]
+    fn echo_never_sends_a_reserved_code() {
+        assert_eq!(echo_close_code(1005), 1000);
+        assert_eq!(echo_close_code(1006), 1000);
+        assert_eq!(echo_close_code(1015), 1000);
+        assert_eq!(echo_close_code(4321), 4321);
+        assert_eq!(echo_close_code(1001), 1001);
+        assert_eq!(echo_close_code(0), 1000);
+    }
+
+    /// docs/protocol.md names every 4xxx code with its reason.
+    #[test]
+    fn the_protocol_doc_lists_every_code() {
+        let doc = read("docs/protocol.md");
+        for c in CloseCode::ALL.into_iter().filter(|c| c.code() >= 4000) {
+            let entry = format!("| {} | {}", c.code(), c.reason());
+            assert!(doc.contains(&entry), "docs/protocol.md lacks `{entry}`");
+        }
+    }
+
+    /// The JS client stops after exactly the codes that say not to reconnect.
+    #[test]
+    fn the_client_stops_on_exactly_the_final_codes() {
+        let client = read("public/client.mjs");
+        let line = client
+            .lines()
+            .find(|l| l.starts_with("const DEFAULT_FATAL = ["))
+            .unwrap();
+        let mut listed: Vec<u16> = line
+            .trim_start_matches("const DEFAULT_FATAL = [")
+            .trim_end_matches("];")
+            .split(',')
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        listed.sort_unstable();
+        let final_codes: Vec<u16> = CloseCode::ALL
+            .into_iter()
+            .filter(|c| !c.reconnect())
+            .map(CloseCode::code)
+            .collect();
+        assert_eq!(listed, final_codes);
+    }
+}

@@ -1,0 +1,136 @@
+//! The contract between the router Worker and the objects it forwards to:
+//! internal paths, the headers that carry what the router established (the
+//! character, the caller's rights and token expiry), the publish answer and
+//! the registry report. Both sides use these types, so a renamed field or
+//! header breaks the build instead of the traffic.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Internal paths of the character object.
+pub mod path {
+    pub const SUBSCRIBE: &str = "/subscribe";
+    pub const PUBLISH: &str = "/publish";
+    pub const HISTORY: &str = "/history";
+    pub const SUBSCRIPTIONS: &str = "/subscriptions";
+    /// Followed by the client id.
+    pub const KICK_PREFIX: &str = "/subscriptions/";
+    /// Internal paths of the registry object.
+    pub const REPORT: &str = "/report";
+    pub const LIST: &str = "/list";
+}
+
+/// The character's name, for an object that has not stored it yet.
+pub const H_CHARACTER: &str = "x-gateway-character";
+/// The token's `sub`.
+pub const H_USER: &str = "x-gateway-user";
+/// `true` or `false`: whether the socket may publish.
+pub const H_CAN_PUBLISH: &str = "x-gateway-can-publish";
+/// Token expiry, ms since the Unix epoch.
+pub const H_EXPIRES: &str = "x-gateway-expires-ms";
+/// Every internal header starts with this; the router drops such headers
+/// from what a client sent, so no client can forge them.
+pub const INTERNAL_PREFIX: &str = "x-gateway-";
+
+/// What the router established about a subscriber, passed in headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscribeFacts {
+    pub user: Option<String>,
+    pub can_publish: bool,
+    pub expires_ms: Option<u64>,
+}
+
+impl SubscribeFacts {
+    /// The headers that carry these facts.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![(
+            H_CAN_PUBLISH,
+            if self.can_publish { "true" } else { "false" }.to_string(),
+        )];
+        if let Some(user) = &self.user {
+            out.push((H_USER, user.clone()));
+        }
+        if let Some(exp) = self.expires_ms {
+            out.push((H_EXPIRES, exp.to_string()));
+        }
+        out
+    }
+
+    /// Reads the facts back; `get` looks a header up by name. A missing
+    /// `can-publish` header means the router did not restrict publishing.
+    pub fn from_headers(get: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            user: get(H_USER),
+            can_publish: get(H_CAN_PUBLISH).as_deref() != Some("false"),
+            expires_ms: get(H_EXPIRES).and_then(|v| v.trim().parse().ok()),
+        }
+    }
+}
+
+/// The answer to a publish (contract §3): `character`, `epoch`, `seqs`,
+/// `delivered` (sockets sent to, summed over commands).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishAnswer {
+    pub character: String,
+    pub epoch: String,
+    pub seqs: Vec<u64>,
+    pub delivered: usize,
+}
+
+/// A character object's subscriber summary, sent to the registry whenever
+/// it changes. `version` orders reports, so a late one never overwrites a
+/// newer one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryReport {
+    pub character: String,
+    pub subscribers: u64,
+    /// Filter -> sockets holding it.
+    pub topics: BTreeMap<String, usize>,
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_round_trip_through_headers() {
+        for facts in [
+            SubscribeFacts::default(),
+            SubscribeFacts {
+                user: Some("ann".into()),
+                can_publish: true,
+                expires_ms: Some(1_700_000_000_000),
+            },
+        ] {
+            let headers = facts.headers();
+            let get = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            assert_eq!(SubscribeFacts::from_headers(get), facts);
+            assert!(headers.iter().all(|(k, _)| k.starts_with(INTERNAL_PREFIX)));
+        }
+        // No header at all: publishing is not restricted by the router.
+        assert!(SubscribeFacts::from_headers(|_| None).can_publish);
+    }
+
+    #[test]
+    fn publish_answer_has_the_contract_fields() {
+        let a = PublishAnswer {
+            character: "alice".into(),
+            epoch: "e".into(),
+            seqs: vec![1, 2],
+            delivered: 3,
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            json,
+            r#"{"character":"alice","epoch":"e","seqs":[1,2],"delivered":3}"#
+        );
+        assert_eq!(serde_json::from_str::<PublishAnswer>(&json).unwrap(), a);
+    }
+}
