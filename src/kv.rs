@@ -2,11 +2,10 @@
 //! pages in `ANIMATION_HISTORY`. Every call here runs off the publish path.
 
 use futures_util::future::join_all;
-use routing::archive::{decode_page, page_bounds, page_key, page_of};
+use routing::archive::decode_page;
 use routing::events::{key_character, log_key, newest_first, LogEvent, LOG_PREFIX};
 use routing::hub::StoredCommand;
-use routing::topic::CharacterId;
-use worker::{Env, KvStore};
+use worker::{console_error, Env, KvStore};
 
 pub const LOGS: &str = "ANIMATION_LOGS";
 pub const HISTORY: &str = "ANIMATION_HISTORY";
@@ -97,38 +96,33 @@ pub async fn put_page(env: &Env, key: &str, body: String) -> worker::Result<()> 
         .map_err(err)
 }
 
-/// Archived commands with seq in `from..=to`, oldest first. A page that is
-/// missing or unreadable leaves a gap, which callers detect with `covers`.
+/// Reads archive pages by key, at most 20 at once. A page that is missing
+/// or unreadable comes back as `None`: the reader decides what that means.
 pub async fn read_pages(
     env: &Env,
-    character: &CharacterId,
-    epoch: &str,
-    from: u64,
-    to: u64,
-    size: u64,
-) -> worker::Result<Vec<StoredCommand>> {
-    if from > to {
-        return Ok(Vec::new());
-    }
-    let store = kv(env, HISTORY)?;
-    let pages: Vec<u64> = (page_of(from, size)..=page_of(to, size)).collect();
-    let mut rows = Vec::new();
+    pages: &[(u64, String)],
+) -> Vec<(u64, Option<Vec<StoredCommand>>)> {
+    let store = match kv(env, HISTORY) {
+        Ok(store) => store,
+        Err(e) => {
+            console_error!("history archive: {e}");
+            return pages.iter().map(|(p, _)| (*p, None)).collect();
+        }
+    };
+    let mut out = Vec::with_capacity(pages.len());
     for chunk in pages.chunks(20) {
-        let reads = chunk
-            .iter()
-            .map(|p| store.get(&page_key(character, epoch, *p)).text());
-        for (page, r) in chunk.iter().zip(join_all(reads).await) {
-            let (lo, hi) = page_bounds(*page, size);
-            if let Ok(Some(text)) = r {
-                if let Some(page_rows) = decode_page(&text) {
-                    rows.extend(
-                        page_rows
-                            .into_iter()
-                            .filter(|r| r.seq >= from.max(lo) && r.seq <= to.min(hi)),
-                    );
+        let reads = chunk.iter().map(|(_, key)| store.get(key).text());
+        for ((page, key), r) in chunk.iter().zip(join_all(reads).await) {
+            let rows = match r {
+                Ok(Some(text)) => decode_page(&text),
+                Ok(None) => None,
+                Err(e) => {
+                    console_error!("reading archive page {key}: {e}");
+                    None
                 }
-            }
+            };
+            out.push((*page, rows));
         }
     }
-    Ok(rows)
+    out
 }

@@ -1,7 +1,6 @@
 //! The animation gateway Worker: the fetch entry point. Everything it does is
 //! in the modules below; the rules themselves live in the `routing` crate.
 
-mod attachment;
 mod auth;
 mod character;
 mod config;

@@ -4,6 +4,7 @@
 //! whenever it changes; each report carries a version so a late report never
 //! overwrites a newer one.
 
+use routing::wire::{path, RegistryReport};
 use serde::Deserialize;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage, State,
@@ -19,14 +20,6 @@ pub struct Registry {
     state: State,
     #[allow(dead_code)]
     env: Env,
-}
-
-#[derive(Deserialize)]
-pub struct Report {
-    pub character: String,
-    pub subscribers: u64,
-    pub topics: serde_json::Map<String, serde_json::Value>,
-    pub version: u64,
 }
 
 #[derive(Deserialize)]
@@ -49,11 +42,11 @@ impl DurableObject for Registry {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let sql = self.state.storage().sql();
         let result = match (req.method(), req.path().as_str()) {
-            (Method::Post, "/report") => match req.json::<Report>().await {
+            (Method::Post, path::REPORT) => match req.json::<RegistryReport>().await {
                 Ok(report) => record(&sql, &report).map(|()| json_response(200, "{}")),
                 Err(e) => Err(AppError::bad_request(format!("bad report: {e}"))),
             },
-            (Method::Get, "/list") => list(&sql).map(|body| json_response(200, &body)),
+            (Method::Get, path::LIST) => list(&sql).map(|body| json_response(200, &body)),
             _ => Err(AppError::not_found("no registry route")),
         };
         match result {
@@ -72,7 +65,7 @@ fn ensure_table(sql: &SqlStorage) -> worker::Result<()> {
     Ok(())
 }
 
-fn record(sql: &SqlStorage, r: &Report) -> std::result::Result<(), AppError> {
+fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppError> {
     ensure_table(sql)?;
     let known: Vec<VersionRow> = sql
         .exec(
@@ -89,7 +82,7 @@ fn record(sql: &SqlStorage, r: &Report) -> std::result::Result<(), AppError> {
             vec![r.character.as_str().into()],
         )?;
     } else {
-        let topics = serde_json::Value::Object(r.topics.clone()).to_string();
+        let topics = serde_json::to_string(&r.topics).map_err(AppError::internal)?;
         sql.exec(
             "INSERT INTO characters (character, subscribers, topics, version) VALUES (?, ?, ?, ?) \
              ON CONFLICT(character) DO UPDATE SET subscribers = excluded.subscribers, \

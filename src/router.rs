@@ -11,17 +11,19 @@ use routing::query::{
     parse_history_query, parse_logs_query, parse_subscribe_query, query_pairs, split_url,
 };
 use routing::topic::CharacterId;
-use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::web_sys;
 use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub};
 
 use crate::auth::Auth;
-use crate::character::{now_ms, H_CAN_PUBLISH, H_CHARACTER, H_EXPIRES, H_USER};
+use crate::character::now_ms;
 use crate::config::Config;
 use crate::error::{json_response, AppError};
 use crate::{kv, registry};
+use routing::wire::{
+    path as object_path, PublishAnswer, SubscribeFacts, H_CHARACTER, INTERNAL_PREFIX,
+};
 
 type Handled = std::result::Result<Response, AppError>;
 
@@ -237,22 +239,25 @@ async fn subscribe(
     }
     let headers = Headers::new();
     for (k, v) in req.headers().entries() {
-        if !k.starts_with("x-gateway-") {
+        if !k.starts_with(INTERNAL_PREFIX) {
             headers.set(&k, &v)?;
         }
     }
     headers.set(H_CHARACTER, character.as_str())?;
-    let publish = can_publish(principal, character);
-    headers.set(H_CAN_PUBLISH, if publish { "true" } else { "false" })?;
-    if let Principal::Token(claims) = principal {
-        headers.set(H_USER, &claims.sub)?;
-    }
-    if let Some(exp) = token_expiry(principal) {
-        headers.set(H_EXPIRES, &exp.saturating_mul(1000).to_string())?;
+    let facts = SubscribeFacts {
+        user: match principal {
+            Principal::Token(claims) => Some(claims.sub.clone()),
+            _ => None,
+        },
+        can_publish: can_publish(principal, character),
+        expires_ms: token_expiry(principal).map(|exp| exp.saturating_mul(1000)),
+    };
+    for (name, value) in facts.headers() {
+        headers.set(name, &value)?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let forwarded = Request::new_with_init(&object_url("/subscribe", &req), &init)?;
+    let forwarded = Request::new_with_init(&object_url(object_path::SUBSCRIBE, &req), &init)?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
@@ -302,7 +307,8 @@ async fn post_to_object(
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(body));
-    let forwarded = Request::new_with_init("https://character/publish", &init)?;
+    let url = format!("https://character{}", object_path::PUBLISH);
+    let forwarded = Request::new_with_init(&url, &init)?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
@@ -346,7 +352,7 @@ async fn say(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
 
 async fn history(req: &Incoming, env: &Env, character: &CharacterId) -> Handled {
     parse_history_query(&req.query_pairs())?;
-    let forwarded = get_from_object("/history", req, Method::Get, Some(character))?;
+    let forwarded = get_from_object(object_path::HISTORY, req, Method::Get, Some(character))?;
     Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
 }
 
@@ -358,12 +364,6 @@ fn command_json(cmd: &Command) -> serde_json::Value {
         "duration_ms": cmd.duration_ms,
         "id": cmd.id,
     })
-}
-
-#[derive(Deserialize)]
-struct PublishAnswer {
-    seqs: Vec<u64>,
-    delivered: u64,
 }
 
 /// Publishes one command to many characters, all objects at once.
@@ -441,14 +441,19 @@ async fn admin(
             let stub = env
                 .durable_object(registry::BINDING)?
                 .get_by_name(registry::INSTANCE)?;
-            let req = get_from_object("/list", incoming, Method::Get, None)?;
+            let req = get_from_object(object_path::LIST, incoming, Method::Get, None)?;
             Ok(stub.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions"] => {
             allow(method, &[Method::Get])?;
             let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
             check(p, Action::Admin, Some(&character))?;
-            let req = get_from_object("/subscriptions", incoming, Method::Get, Some(&character))?;
+            let req = get_from_object(
+                object_path::SUBSCRIPTIONS,
+                incoming,
+                Method::Get,
+                Some(&character),
+            )?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }
         ["characters", name, "subscriptions", client_id] => {
@@ -464,7 +469,7 @@ async fn admin(
                     "no client {client_id:?} on this character"
                 )));
             }
-            let path = format!("/subscriptions/{client_id}");
+            let path = format!("{}{client_id}", object_path::KICK_PREFIX);
             let req = get_from_object(&path, incoming, Method::Delete, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(req).await?)
         }

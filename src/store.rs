@@ -18,8 +18,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{console_error, SqlStorage, SqlStorageValue};
 
-/// Idempotency keys are honoured for this long (contract §2).
-pub const IDEMPOTENCY_MS: u64 = 5 * 60 * 1000;
+use routing::catalogue::IDEMPOTENCY_WINDOW_MS as IDEMPOTENCY_MS;
 /// Expired idempotency keys are deleted at most this often (the hub keeps
 /// the live window in memory; the rows only serve a wake-up).
 const PRUNE_EVERY_MS: u64 = 10_000;
@@ -166,15 +165,6 @@ impl Store {
             .map(|s| s as u64)
             .unwrap_or(0);
         Ok(stored.max(max_row))
-    }
-
-    /// The oldest seq still held here, if any.
-    pub fn oldest_seq(&self) -> worker::Result<Option<u64>> {
-        let rows: Vec<SeqRow> = self
-            .sql
-            .exec("SELECT MIN(seq) AS seq FROM commands", None)?
-            .to_array()?;
-        Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
     }
 
     /// Stores newly published commands and their idempotency keys. Older rows

@@ -101,3 +101,33 @@ test("connect, publish, disconnect and admin actions appear in the event log, ne
   assert.equal(limited.json.events.length, 2);
   assert.deepEqual(limited.json.events, events.slice(0, 2));
 });
+
+// Regression: a socket closed for ten bad frames in a row (4400) was closed
+// but never logged; every way a socket ends is logged exactly once.
+test("every way a socket ends is logged once: 4400, 4010 and a client close", async () => {
+  const c = uniqueCharacter("ends");
+  const bad = await subscribe(c);
+  const kicked = await subscribe(c);
+  const leaver = await subscribe(c);
+  const ids = [bad, kicked, leaver].map((s) => s.frames[0].client_id);
+  for (let i = 0; i < 10; i++) bad.send("not a frame");
+  await bad.waitFor((_, s) => s.closed, 5000, "the 4400 close");
+  assert.equal(bad.closed.code, 4400);
+  const kick = await http("DELETE", `/v1/admin/characters/${c}/subscriptions/${ids[1]}`);
+  assert.equal(kick.status, 200, kick.text);
+  await kicked.waitFor((_, s) => s.closed, 5000, "the 4010 close");
+  leaver.ws.close(1000, "bye");
+  await leaver.waitFor((_, s) => s.closed, 5000, "the client's own close");
+  const disconnects = (r) => (r.json?.events ?? []).filter((x) => x.event === "disconnect");
+  const logs = await eventually(
+    () => http("GET", `/v1/admin/logs?character=${c}&limit=100`),
+    (r) => disconnects(r).length >= 3,
+    8000,
+  );
+  const byClient = Object.fromEntries(ids.map((id) => [id, disconnects(logs).filter((x) => x.client_id === id)]));
+  assert.deepEqual(ids.map((id) => byClient[id].length), [1, 1, 1], JSON.stringify(disconnects(logs)));
+  assert.deepEqual(byClient[ids[0]][0].detail, { reason: "too many bad frames", code: 4400 });
+  assert.deepEqual(byClient[ids[1]][0].detail, { reason: "disconnected by admin", code: 4010 });
+  assert.equal(byClient[ids[2]][0].detail.reason, "closed by client");
+  assert.equal(byClient[ids[2]][0].detail.code, 1000);
+});

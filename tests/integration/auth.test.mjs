@@ -111,6 +111,26 @@ test("browsers may pass the token as ?token= on the subscribe URL", { skip }, as
   assert.equal(r.status, 401);
 });
 
+// The socket's record (its attachment) must fit the runtime's 2 KiB across
+// hibernation; a client whose data cannot fit is refused before any socket
+// exists, with the contract's 400, and one at the documented bound is served.
+test("a token whose sub cannot be kept with the socket is refused 400 before the upgrade", { skip }, async () => {
+  const listing = async () => (await call("GET", `/v1/admin/characters/${CH}-long/subscriptions`, { headers: { "x-api-key": KEYS[0] } })).json;
+  const tooLong = await tryUpgrade(`${WS}/v1/characters/${CH}-long/subscribe`, bearer(token({ sub: "u".repeat(4000) })));
+  assert.equal(tooLong.status, 400, JSON.stringify(tooLong.body));
+  assert.equal(tooLong.body.error.code, "bad_request");
+  assert.match(tooLong.body.error.message, /user/);
+  assert.equal((await listing()).subscribers.length, 0, "no socket was accepted");
+  // 256 bytes (MAX_USER_BYTES), non-ASCII included, always fits.
+  const atBound = "é".repeat(128);
+  const ok = await open(`${WS}/v1/characters/${CH}-long/subscribe`, bearer(token({ sub: atBound })));
+  await until(() => ok.frames.length > 0, 5000, "welcome");
+  const subs = (await listing()).subscribers;
+  assert.equal(subs.length, 1);
+  assert.equal(subs[0].user, atBound);
+  ok.ws.close();
+});
+
 function open(url, headers) {
   const ws = track(new WebSocket(url, { headers, ...WS_OPTIONS }));
   const c = { ws, frames: [], closed: null };

@@ -1,0 +1,187 @@
+//! The character's in-memory state and the one place where the hub's
+//! effects become runtime calls: frames sent to sockets (one JS string per
+//! frame, shared by every recipient), closes, attachment saves, the storage
+//! of a publish between its plan and its commit, the event-log buffer and
+//! the deferred tasks the effects ask for.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use routing::archive::next_page_ready;
+use routing::events::LogEvent;
+use routing::hub::{ClientKey, Effect, Hub, Input, Reply};
+use routing::tasks::Scheduler;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{console_error, WebSocket};
+
+use super::attachment;
+use super::tasks::Task;
+use crate::config::Config;
+use crate::store::Store;
+
+pub type Shared = Rc<RefCell<Option<Core>>>;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen through the one method fan-out needs: `send` with a
+    /// JS value, so one string can go to many sockets without re-copying.
+    type SharedTextSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_shared(this: &SharedTextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
+}
+
+pub struct Core {
+    pub hub: Hub,
+    pub store: Store,
+    pub config: Config,
+    /// The socket behind each hub key.
+    pub sockets: HashMap<ClientKey, WebSocket>,
+    next_key: ClientKey,
+    /// Events waiting for the next log flush.
+    pub logs: Vec<LogEvent>,
+    pub archived_through: u64,
+    pub page_size: u64,
+    pub tasks: Scheduler<Task>,
+    /// Tasks to start once the current handler returns.
+    pub to_start: Vec<Task>,
+    pub report_version: u64,
+    /// The alarm as last set, ms since the Unix epoch.
+    pub alarm_at: Option<u64>,
+}
+
+impl Core {
+    pub fn new(
+        hub: Hub,
+        store: Store,
+        config: Config,
+        archived_through: u64,
+        page_size: u64,
+    ) -> Self {
+        Self {
+            hub,
+            store,
+            config,
+            sockets: HashMap::new(),
+            next_key: 1,
+            logs: Vec::new(),
+            archived_through,
+            page_size,
+            tasks: Scheduler::default(),
+            to_start: Vec::new(),
+            report_version: 0,
+            alarm_at: None,
+        }
+    }
+
+    /// A fresh key for a socket the shell is about to hand to the hub.
+    pub fn add_socket(&mut self, ws: WebSocket) -> ClientKey {
+        while self.sockets.contains_key(&self.next_key) || self.next_key == 0 {
+            self.next_key = self.next_key.wrapping_add(1);
+        }
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        self.sockets.insert(key, ws);
+        key
+    }
+
+    pub fn key_of(&self, ws: &WebSocket) -> Option<ClientKey> {
+        self.hub.key_of(&attachment::client_id(ws)?)
+    }
+
+    /// Asks for a deferred task; it starts once the handler returns.
+    pub fn request(&mut self, task: Task) {
+        if self.tasks.request(task) {
+            self.to_start.push(task);
+        }
+    }
+
+    /// Feeds one input to the hub and applies everything it leads to; the
+    /// replies are for the caller's answer.
+    pub fn feed(&mut self, now: u64, input: Input) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        let effects = self.hub.handle(now, input);
+        self.apply(now, effects, &mut replies);
+        replies
+    }
+
+    fn apply(&mut self, now: u64, effects: Vec<Effect>, replies: &mut Vec<Reply>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, text } => self.send(&to, &text),
+                Effect::Close {
+                    client,
+                    code,
+                    reason,
+                } => self.close(client, code, reason),
+                Effect::SaveClient { client } => {
+                    if let (Some(ws), Some(info)) =
+                        (self.sockets.get(&client), self.hub.client(client))
+                    {
+                        attachment::save(ws, info, self.hub.expires_at(client), &self.store);
+                    }
+                }
+                Effect::Store(pending) => {
+                    // The same turn stores and delivers, so the runtime's
+                    // output gate holds the frames until the rows are durable.
+                    let stored = self.store.append(&pending.rows, self.config.hard_cap());
+                    let next = match stored {
+                        Ok(()) => Input::Stored(pending),
+                        Err(e) => {
+                            console_error!("storing a publish failed: {e}");
+                            Input::StoreFailed(pending)
+                        }
+                    };
+                    let more = self.hub.handle(now, next);
+                    self.apply(now, more, replies);
+                    self.archive_if_due();
+                }
+                Effect::Reply(reply) => replies.push(reply),
+                Effect::Log(event) => {
+                    self.logs.push(event.to_log(self.hub.character().as_str()));
+                    self.request(Task::FlushLogs);
+                }
+                Effect::SubscribersChanged => self.request(Task::Report),
+            }
+        }
+    }
+
+    /// One JS string per frame, shared by every recipient: a
+    /// `send_with_str` per socket would copy the text out of wasm memory
+    /// once per socket.
+    fn send(&self, to: &[ClientKey], text: &str) {
+        let js = JsValue::from_str(text);
+        for key in to {
+            if let Some(ws) = self.sockets.get(key) {
+                // A socket that closed under us is reaped by its close event.
+                let _ = ws
+                    .as_ref()
+                    .unchecked_ref::<SharedTextSocket>()
+                    .send_shared(&js);
+            }
+        }
+    }
+
+    /// The hub has forgotten the client: close its socket and forget it too.
+    fn close(&mut self, client: ClientKey, code: u16, reason: &str) {
+        let Some(ws) = self.sockets.remove(&client) else {
+            return;
+        };
+        // Fails harmlessly on a socket that is already closed.
+        let _ = ws.close(Some(code), Some(reason));
+        if let Some(id) = attachment::client_id(&ws) {
+            if let Err(e) = self.store.drop_spilled_topics(&id) {
+                console_error!("dropping spilled topics: {e}");
+            }
+        }
+    }
+
+    /// Asks for the archive task when a full page may leave SQLite.
+    fn archive_if_due(&mut self) {
+        let limit = self.config.history_limit;
+        if next_page_ready(self.archived_through, self.hub.seq(), limit, self.page_size).is_some() {
+            self.request(Task::Archive);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The character Durable Object: one per character, reached by name. It holds
+//! the character's subscribers as hibernatable WebSockets and is a thin shell
+//! over the sans-IO hub of `routing`: every runtime event becomes one
+//! `hub::Input` (with the clock read once, here), and the effects that come
+//! back are applied by `core.rs`. The files of this folder split it by
+//! runtime concern:
+//!
+//! * `wake.rs`: building the state after a (re)start, from SQLite and from
+//!   each socket's attachment;
+//! * `core.rs`: applying the hub's effects (fan-out, closes, storage of
+//!   publishes, log buffering) and arming the one alarm;
+//! * `requests.rs`: the object's internal HTTP routes (subscribe, publish,
+//!   history, listing, kick), history and resume reads included;
+//! * `tasks.rs`: deferred work (event-log flushes, registry reports,
+//!   archiving) run after the handler has answered;
+//! * `attachment.rs`: the per-socket record kept across hibernation.
+
+mod attachment;
+mod core;
+mod requests;
+mod tasks;
+mod wake;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use routing::hub::{Gone, Input};
+use worker::{
+    console_error, durable_object, Date, DurableObject, Env, Request, Response, Result, State,
+    WebSocket, WebSocketIncomingMessage,
+};
+
+use self::core::{Core, Shared};
+use crate::error::AppError;
+
+type AppResult<T> = std::result::Result<T, AppError>;
+
+#[durable_object]
+pub struct Character {
+    state: State,
+    env: Env,
+    core: Shared,
+}
+
+/// The clock, read once per runtime event and passed down.
+pub fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+pub fn random_hex(words: usize) -> String {
+    (0..words)
+        .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
+        .collect()
+}
+
+impl DurableObject for Character {
+    fn new(state: State, env: Env) -> Self {
+        // Keep-alives are answered by the runtime without waking the object.
+        if let Ok(pair) = worker::WebSocketRequestResponsePair::new("ping", "pong") {
+            state.set_websocket_auto_response(&pair);
+        }
+        Self {
+            state,
+            env,
+            core: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let now = now_ms();
+        let result = self.serve(req, now).await;
+        self.settle(now).await;
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let now = now_ms();
+        let result = self.with_core(now, |core| {
+            // The runtime cleared the alarm that brought us here.
+            core.alarm_at = None;
+            core.feed(now, Input::Timeout);
+            Ok(())
+        });
+        if let Err(e) = result {
+            console_error!("alarm: {}", e.message());
+        }
+        self.settle(now).await;
+        Response::empty()
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let now = now_ms();
+        let result = self.with_core(now, |core| {
+            let Some(client) = core.key_of(&ws) else {
+                let _ = ws.close(Some(1011), Some("unknown socket; reconnect"));
+                return Ok(());
+            };
+            let input = match message {
+                WebSocketIncomingMessage::String(text) => Input::Text { client, text },
+                WebSocketIncomingMessage::Binary(_) => Input::Binary { client },
+            };
+            core.feed(now, input);
+            Ok(())
+        });
+        if let Err(e) = result {
+            console_error!("websocket message: {}", e.message());
+        }
+        self.settle(now).await;
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        let code = u16::try_from(code).unwrap_or(1005);
+        self.gone(ws, Gone::Closed(code)).await;
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.gone(ws, Gone::Error).await;
+        Ok(())
+    }
+}
+
+impl Character {
+    /// Runs `f` on the state, building it first after a (re)start.
+    fn with_core<R>(&self, now: u64, f: impl FnOnce(&mut Core) -> AppResult<R>) -> AppResult<R> {
+        self.ensure_core(now, None)?;
+        let mut guard = self.core.borrow_mut();
+        let core = guard
+            .as_mut()
+            .ok_or_else(|| AppError::internal("character state missing"))?;
+        f(core)
+    }
+
+    /// A socket the runtime reports gone. The hub answers a socket it still
+    /// knew with a close, which completes the closing handshake; one we
+    /// closed ourselves is already forgotten and gives nothing.
+    async fn gone(&self, ws: WebSocket, how: Gone) {
+        let now = now_ms();
+        let result = self.with_core(now, |core| {
+            if let Some(client) = core.key_of(&ws) {
+                core.feed(now, Input::Gone { client, how });
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            console_error!("websocket close: {}", e.message());
+        }
+        self.settle(now).await;
+    }
+
+    /// After every event: start the deferred tasks it queued, and keep the
+    /// object's one alarm at the hub's next deadline.
+    async fn settle(&self, now: u64) {
+        tasks::start_queued(&self.core, &self.env);
+        self.sync_alarm(now).await;
+    }
+
+    async fn sync_alarm(&self, now: u64) {
+        let wanted = {
+            let guard = self.core.borrow();
+            let Some(core) = guard.as_ref() else { return };
+            let next = core.hub.poll_timeout();
+            if next == core.alarm_at {
+                return;
+            }
+            next
+        };
+        let storage = self.state.storage();
+        let result = match wanted {
+            Some(at) => {
+                let delay = std::time::Duration::from_millis(at.saturating_sub(now));
+                storage.set_alarm(delay).await
+            }
+            None => storage.delete_alarm().await,
+        };
+        match result {
+            Ok(()) => {
+                if let Some(core) = self.core.borrow_mut().as_mut() {
+                    core.alarm_at = wanted;
+                }
+            }
+            Err(e) => console_error!("setting the alarm: {e}"),
+        }
+    }
+}

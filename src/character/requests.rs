@@ -1,0 +1,250 @@
+//! The object's internal routes, called by the router with what it has
+//! established (`routing::wire`): subscribe (with its resume), publish,
+//! history, the admin listing and kicks. History and resume reads are
+//! driven by the sans-IO `routing::reader::Reader`: it says which KV pages or
+//! SQLite rows it needs next, this file only performs the reads.
+
+use routing::archive::page_key;
+use routing::hub::{ClientInfo, Input, Reply, Resume};
+use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
+use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
+use routing::reader::{Need, ReadOutcome, ReadSpec, Reader};
+use routing::topic::TopicFilter;
+use routing::wire::{path, PublishAnswer, SubscribeFacts, H_CHARACTER};
+use worker::{Method, Request, Response, WebSocketPair};
+
+use super::{attachment, random_hex, AppResult, Character};
+use crate::error::{json_response, AppError};
+use crate::kv;
+
+/// SQLite rows read per step when paging through history.
+const PAGE_ROWS: u64 = 500;
+
+impl Character {
+    pub(super) async fn serve(&self, mut req: Request, now: u64) -> AppResult<Response> {
+        let hint = req.headers().get(H_CHARACTER)?;
+        self.ensure_core(now, hint.as_deref())?;
+        let raw_url = req.inner().url();
+        let (route, query) = split_url(&raw_url);
+        let pairs = query_pairs(query);
+        match (req.method(), route) {
+            (Method::Get, path::SUBSCRIBE) => {
+                let headers = req.headers();
+                let facts = SubscribeFacts::from_headers(|name| headers.get(name).ok().flatten());
+                self.subscribe(now, &pairs, facts).await
+            }
+            (Method::Post, path::PUBLISH) => {
+                // The router streams the body through without measuring it.
+                let body = req.bytes().await.map_err(|_| AppError::client_aborted())?;
+                if body.len() > MAX_BODY_BYTES {
+                    return Err(AppError::body_too_large());
+                }
+                self.publish(now, &body)
+            }
+            (Method::Get, path::HISTORY) => self.history(now, &pairs).await,
+            (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now),
+            (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
+                self.kick(now, &p[path::KICK_PREFIX.len()..])
+            }
+            (_, other) => Err(AppError::not_found(format!("no object route {other}"))),
+        }
+    }
+
+    /// A new subscriber. The resume is read first (KV is async); its last
+    /// SQLite read, the accept and the hub's `Connect` then happen in one
+    /// turn, so no publish can slip between the replay and live delivery.
+    async fn subscribe(
+        &self,
+        now: u64,
+        pairs: &[(String, String)],
+        facts: SubscribeFacts,
+    ) -> AppResult<Response> {
+        let query = parse_subscribe_query(pairs)?;
+        let info = ClientInfo {
+            client_id: random_hex(4),
+            user: facts.user,
+            topics: query.topics.clone(),
+            presence: query.presence,
+            connected_at: now,
+            can_publish: facts.can_publish,
+        };
+        // Refused before any socket exists when the client cannot be kept
+        // across hibernation.
+        let encoded = attachment::encode(&info, facts.expires_ms)?;
+        let resume = match query.since {
+            Some(since) => {
+                let reader =
+                    self.read(now, since, query.epoch.clone(), &query.topics, usize::MAX)?;
+                let ReadOutcome { rows, complete, .. } = self.drive(now, reader).await?.finish();
+                Some(Resume {
+                    since,
+                    rows,
+                    complete,
+                })
+            }
+            None => None,
+        };
+        let pair = WebSocketPair::new()?;
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[info.client_id.as_str()]);
+        self.with_core(now, |core| {
+            attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
+            let client = core.add_socket(pair.server.clone());
+            let expires_at = facts.expires_ms;
+            core.feed(
+                now,
+                Input::Connect {
+                    client,
+                    info,
+                    expires_at,
+                    resume,
+                },
+            );
+            Ok(())
+        })?;
+        Ok(Response::from_websocket(pair.client)?)
+    }
+
+    fn publish(&self, now: u64, body: &[u8]) -> AppResult<Response> {
+        let commands = parse_publish_body(body)?;
+        self.with_core(now, |core| {
+            let replies = core.feed(now, Input::Publish { commands });
+            let Some(Reply::Published { seqs, delivered }) = replies.into_iter().next() else {
+                return Err(AppError::internal("the publish was not stored"));
+            };
+            let answer = PublishAnswer {
+                character: core.hub.character().as_str().to_string(),
+                epoch: core.hub.epoch().to_string(),
+                seqs,
+                delivered,
+            };
+            let body = serde_json::to_string(&answer)
+                .map_err(|e| AppError::internal(format!("publish answer: {e}")))?;
+            Ok(json_response(200, &body)?)
+        })
+    }
+
+    async fn history(&self, now: u64, pairs: &[(String, String)]) -> AppResult<Response> {
+        let query = parse_history_query(pairs)?;
+        let reader = self.read(now, query.since, None, &query.topics, query.limit as usize)?;
+        let outcome = self.drive(now, reader).await?.finish();
+        self.with_core(now, |core| {
+            let frames: Vec<String> = outcome
+                .rows
+                .iter()
+                .map(|r| core.hub.command_frame_of(r))
+                .collect();
+            let head = serde_json::json!({
+                "character": core.hub.character().as_str(),
+                "epoch": core.hub.epoch(),
+                "seq": core.hub.seq(),
+            })
+            .to_string();
+            // Splice the already-serialized frames in instead of re-parsing them.
+            let head = head.strip_suffix('}').unwrap_or(&head);
+            let body = format!("{head},\"commands\":[{}]}}", frames.join(","));
+            Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// A reader of the commands after `since` that match `filters`.
+    fn read(
+        &self,
+        now: u64,
+        since: u64,
+        client_epoch: Option<String>,
+        filters: &[TopicFilter],
+        limit: usize,
+    ) -> AppResult<Reader> {
+        self.with_core(now, |core| {
+            Ok(Reader::new(ReadSpec {
+                since,
+                client_epoch,
+                epoch: core.hub.epoch().to_string(),
+                latest_seq: core.hub.seq(),
+                archived_through: core.archived_through,
+                page_size: core.page_size,
+                limit,
+                max_pages: u64::MAX,
+                filters: filters.to_vec(),
+            }))
+        })
+    }
+
+    /// Performs the reads `reader` asks for until it is done. SQLite reads
+    /// are synchronous, so when this returns no await has passed since the
+    /// last of them.
+    async fn drive(&self, now: u64, mut reader: Reader) -> AppResult<Reader> {
+        loop {
+            match reader.next() {
+                Need::Done => return Ok(reader),
+                Need::Rows { after, limit } => self.with_core(now, |core| {
+                    let rows = core.store.after(after, limit.min(PAGE_ROWS))?;
+                    reader.feed_rows(rows, core.archived_through);
+                    Ok(())
+                })?,
+                Need::Pages { first, last } => {
+                    let (character, epoch) = self.with_core(now, |core| {
+                        Ok((core.hub.character().clone(), core.hub.epoch().to_string()))
+                    })?;
+                    let keys: Vec<(u64, String)> = (first..=last)
+                        .map(|p| (p, page_key(&character, &epoch, p)))
+                        .collect();
+                    reader.feed_pages(kv::read_pages(&self.env, &keys).await);
+                    // The archive may have moved rows out of SQLite meanwhile.
+                    let mark = self.with_core(now, |core| Ok(core.archived_through))?;
+                    reader.update_archived_through(mark);
+                }
+            }
+        }
+    }
+
+    fn subscriptions(&self, now: u64) -> AppResult<Response> {
+        self.with_core(now, |core| {
+            let mut subscribers: Vec<(u64, serde_json::Value)> = core
+                .hub
+                .clients()
+                .map(|(_, c)| {
+                    let entry = serde_json::json!({
+                        "client_id": c.client_id,
+                        "user": c.user,
+                        "topics": c.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                        "presence": c.presence,
+                        "connected_at": c.connected_at,
+                    });
+                    (c.connected_at, entry)
+                })
+                .collect();
+            subscribers.sort_by_key(|(at, _)| *at);
+            let subscribers: Vec<serde_json::Value> =
+                subscribers.into_iter().map(|(_, s)| s).collect();
+            let body = serde_json::json!({
+                "character": core.hub.character().as_str(),
+                "epoch": core.hub.epoch(),
+                "seq": core.hub.seq(),
+                "subscribers": subscribers,
+            });
+            Ok(json_response(200, &body.to_string())?)
+        })
+    }
+
+    fn kick(&self, now: u64, client_id: &str) -> AppResult<Response> {
+        self.with_core(now, |core| {
+            let client_id = client_id.to_string();
+            match core
+                .feed(
+                    now,
+                    Input::Kick {
+                        client_id: client_id.clone(),
+                    },
+                )
+                .first()
+            {
+                Some(Reply::Kicked) => Ok(json_response(200, r#"{"disconnected":true}"#)?),
+                _ => Err(AppError::not_found(format!(
+                    "no client {client_id:?} on this character"
+                ))),
+            }
+        })
+    }
+}

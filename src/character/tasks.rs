@@ -1,0 +1,155 @@
+//! Deferred work that must not slow a publish: event-log flushes to KV,
+//! subscriber reports to the registry and moving full history pages to the
+//! KV archive. Each kind is coalesced by `routing::tasks::Scheduler`: at most
+//! one run at a time, and one more run when it was asked for meanwhile.
+
+use std::time::Duration;
+
+use routing::archive::{encode_page, next_page_ready, page_key, page_of};
+use routing::wire::{path, RegistryReport};
+use worker::{console_error, Delay, Env, Method, Request, Result};
+
+use super::core::Shared;
+use crate::{kv, registry};
+
+/// The kinds of deferred work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    FlushLogs,
+    Report,
+    Archive,
+}
+
+impl Task {
+    /// How long a task waits before it runs, gathering more work.
+    fn delay(self) -> Duration {
+        match self {
+            // Log batches are written at most this often per object (contract §6).
+            Task::FlushLogs => Duration::from_millis(1000),
+            // Registry reports are coalesced over this window.
+            Task::Report => Duration::from_millis(200),
+            Task::Archive => Duration::ZERO,
+        }
+    }
+}
+
+/// Starts the tasks that the last handler asked for.
+pub fn start_queued(shared: &Shared, env: &Env) {
+    let queued = match shared.borrow_mut().as_mut() {
+        Some(core) => std::mem::take(&mut core.to_start),
+        None => return,
+    };
+    for task in queued {
+        spawn(shared.clone(), env.clone(), task);
+    }
+}
+
+fn spawn(shared: Shared, env: Env, task: Task) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let delay = task.delay();
+        if !delay.is_zero() {
+            Delay::from(delay).await;
+        }
+        if let Some(core) = shared.borrow_mut().as_mut() {
+            core.tasks.begin(task);
+        }
+        let result = match task {
+            Task::FlushLogs => flush_logs(&shared, &env).await,
+            Task::Report => report(&shared, &env).await,
+            Task::Archive => archive_pages(&shared, &env).await,
+        };
+        if let Err(e) = result {
+            console_error!("{task:?}: {e}");
+        }
+        if let Some(core) = shared.borrow_mut().as_mut() {
+            if core.tasks.end(task) {
+                core.to_start.push(task);
+            }
+        }
+        // Work asked for while this task ran (its own next run included).
+        start_queued(&shared, &env);
+    });
+}
+
+async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
+    let (events, character, ttl) = {
+        let mut guard = shared.borrow_mut();
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        (
+            std::mem::take(&mut core.logs),
+            core.hub.character().as_str().to_string(),
+            core.config.log_ttl_seconds,
+        )
+    };
+    kv::write_logs(env, Some(&character), &events, ttl).await
+}
+
+async fn report(shared: &Shared, env: &Env) -> Result<()> {
+    let body = {
+        let mut guard = shared.borrow_mut();
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        core.report_version = super::now_ms().max(core.report_version + 1);
+        let report = RegistryReport {
+            character: core.hub.character().as_str().to_string(),
+            subscribers: core.hub.subscriber_count() as u64,
+            topics: core.hub.filter_counts(),
+            version: core.report_version,
+        };
+        serde_json::to_string(&report).map_err(|e| worker::Error::RustError(e.to_string()))?
+    };
+    let stub = env
+        .durable_object(registry::BINDING)?
+        .get_by_name(registry::INSTANCE)?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+    let req = Request::new_with_init(&format!("https://registry{}", path::REPORT), &init)?;
+    let resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "registry answered {}",
+            resp.status_code()
+        )));
+    }
+    Ok(())
+}
+
+/// Moves full pages beyond the newest `HISTORY_LIMIT` commands to KV, one
+/// page at a time: write the page, then delete its rows.
+async fn archive_pages(shared: &Shared, env: &Env) -> Result<()> {
+    loop {
+        let next = {
+            let guard = shared.borrow();
+            let Some(core) = guard.as_ref() else {
+                return Ok(());
+            };
+            let limit = core.config.history_limit;
+            match next_page_ready(core.archived_through, core.hub.seq(), limit, core.page_size) {
+                None => None,
+                Some((from, to)) => {
+                    let rows = core.store.range(from, to)?;
+                    let key = page_key(
+                        core.hub.character(),
+                        core.hub.epoch(),
+                        page_of(from, core.page_size),
+                    );
+                    Some((key, encode_page(&rows), to))
+                }
+            }
+        };
+        let Some((key, body, to)) = next else {
+            return Ok(());
+        };
+        kv::put_page(env, &key, body).await?;
+        let mut guard = shared.borrow_mut();
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        core.store.delete_through(to)?;
+        core.archived_through = to;
+    }
+}

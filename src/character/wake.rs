@@ -1,0 +1,94 @@
+//! Waking up: the constructor runs on every start, so the first event after
+//! one builds the state here from SQLite (name, epoch, archive mark, the
+//! latest seq, recent idempotency keys) and from each hibernated socket's
+//! attachment, which the hub gets back as `Input::Restore`.
+
+use routing::archive;
+use routing::hub::{Hub, Input};
+use routing::topic::CharacterId;
+
+use super::core::Core;
+use super::{attachment, random_hex, AppResult, Character};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::store::Store;
+
+impl Character {
+    /// Builds the in-memory state on the first event after a (re)start.
+    /// `name_hint` is the name the router sent, for an object that has not
+    /// stored its own yet.
+    pub(super) fn ensure_core(&self, now: u64, name_hint: Option<&str>) -> AppResult<()> {
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let store = Store::open(self.state.storage().sql())?;
+        let stored_name = store.meta("character")?;
+        let name = match (self.state.id().name(), stored_name.clone(), name_hint) {
+            (Some(n), _, _) | (None, Some(n), _) => n,
+            (None, None, Some(n)) => n.to_string(),
+            (None, None, None) => {
+                return Err(AppError::internal("character object woke without a name"))
+            }
+        };
+        if stored_name.as_deref() != Some(name.as_str()) {
+            store.set_meta("character", &name)?;
+        }
+        let character = CharacterId::parse(&name)
+            .map_err(|e| AppError::internal(format!("object name: {e}")))?;
+        let epoch = match store.meta("epoch")? {
+            Some(e) => e,
+            None => {
+                let e = format!("{now:x}{}", random_hex(2));
+                store.set_meta("epoch", &e)?;
+                e
+            }
+        };
+        let config = Config::cached(&self.env);
+        let page_size = match store.meta_u64("page_size")? {
+            Some(size) if size > 0 => size,
+            _ => {
+                let size = archive::page_size(config.history_limit);
+                store.set_meta("page_size", &size.to_string())?;
+                size
+            }
+        };
+        let archived_through = store.meta_u64("archived_through")?.unwrap_or(0);
+        let mut hub = Hub::new(
+            character,
+            epoch,
+            store.latest_seq()?,
+            config.batch_window_ms,
+        );
+        for row in store.recent_ids(now)? {
+            hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
+        }
+        let mut core = Core::new(hub, store, config, archived_through, page_size);
+        let mut restored = 0usize;
+        for ws in self.state.get_websockets() {
+            match attachment::restore(&ws, &core.store) {
+                Some((info, expires_at)) => {
+                    let client = core.add_socket(ws);
+                    core.feed(
+                        now,
+                        Input::Restore {
+                            client,
+                            info,
+                            expires_at,
+                        },
+                    );
+                    restored += 1;
+                }
+                None => {
+                    let _ = ws.close(Some(1011), Some("state lost; reconnect"));
+                }
+            }
+        }
+        if restored > 0 {
+            worker::console_log!(
+                "character {name}: woke with {restored} sockets, restored from their attachments"
+            );
+        }
+        *self.core.borrow_mut() = Some(core);
+        Ok(())
+    }
+}
