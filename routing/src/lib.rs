@@ -1,4 +1,4 @@
-//! Pure logic of the animation gateway: names, subscriptions, the wire
+//! Pure logic of the animation gateway: routes, names, subscriptions, the wire
 //! protocol and each character's hub state machine. No clock, randomness or
 //! I/O lives here; the Worker shell passes time and ids in and applies the
 //! effects the hub returns.
@@ -14,6 +14,7 @@ pub mod hub;
 pub mod protocol;
 pub mod query;
 pub mod reader;
+pub mod route;
 pub mod subscriptions;
 pub mod tasks;
 pub mod topic;
