@@ -1,20 +1,28 @@
 //! One error type for every handler. It wraps the contract's `ApiError`, knows
-//! its HTTP status and turns into the body `{"error":{"code","message"}}`.
-//! Faults of ours are logged with their cause and answered `500 internal`
-//! without internals.
+//! its HTTP status and headers and turns into the body
+//! `{"error":{"code","message"}}`. Faults of ours are logged with their cause
+//! and answered `500 internal` without internals.
 
 use routing::protocol::{ApiError, ErrorCode, MAX_BODY_BYTES};
+use routing::route::RouteError;
 use worker::{console_error, Response, Result};
 
 #[derive(Debug)]
-pub struct AppError(pub ApiError);
+pub struct AppError {
+    pub api: ApiError,
+    /// For a 405, the methods the path allows: the `Allow` header.
+    allow: Option<&'static [&'static str]>,
+}
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self(ApiError {
-            code,
-            message: message.into(),
-        })
+        Self {
+            api: ApiError {
+                code,
+                message: message.into(),
+            },
+            allow: None,
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
@@ -29,11 +37,14 @@ impl AppError {
             format!("request body is over {MAX_BODY_BYTES} bytes"),
         )
     }
-    pub fn method_not_allowed(allowed: &str) -> Self {
-        Self::new(
-            ErrorCode::MethodNotAllowed,
-            format!("method not allowed; use {allowed}"),
-        )
+    /// A known path asked with another method; `allowed` also goes into the
+    /// `Allow` header.
+    pub fn method_not_allowed(allowed: &'static [&'static str]) -> Self {
+        let e = RouteError::method_not_allowed(allowed);
+        Self {
+            allow: Some(allowed),
+            ..Self::new(e.code, e.message)
+        }
     }
     /// A request body that could not be read: the client went away or
     /// broke off its upload. A client fault, logged as one.
@@ -48,23 +59,30 @@ impl AppError {
     }
 
     pub fn message(&self) -> &str {
-        &self.0.message
+        &self.api.message
     }
 
     pub fn into_response(self) -> Result<Response> {
-        let resp = json_response(self.0.status(), &self.0.body())?;
-        if self.0.code == ErrorCode::MethodNotAllowed {
-            if let Some(allowed) = self.0.message.strip_prefix("method not allowed; use ") {
-                resp.headers().set("allow", allowed)?;
-            }
+        let resp = json_response(self.api.status(), &self.api.body())?;
+        if let Some(allowed) = self.allow {
+            resp.headers().set("allow", &allowed.join(", "))?;
         }
         Ok(resp)
     }
 }
 
+impl From<RouteError> for AppError {
+    fn from(e: RouteError) -> Self {
+        match e.allow {
+            Some(allowed) => Self::method_not_allowed(allowed),
+            None => Self::new(e.code, e.message),
+        }
+    }
+}
+
 impl From<ApiError> for AppError {
     fn from(e: ApiError) -> Self {
-        Self(e)
+        Self::new(e.code, e.message)
     }
 }
 

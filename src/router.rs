@@ -1,15 +1,17 @@
-//! Paths to handlers. The router validates what it can without state (names,
-//! query values, methods, body size, the upgrade header), then forwards to the
-//! character's Durable Object by name. Unknown paths answer 404, known paths
-//! with the wrong method 405, both with the contract's error body.
+//! Requests to handlers. The route table (`routing::route`) names the
+//! endpoint or refuses the request (404, 405, a bad name); this shell checks
+//! credentials and rights, validates what else it can without state (query
+//! values, body size, the upgrade header), then forwards to the character's
+//! Durable Object by name.
 
 use futures_util::future::join_all;
 use routing::auth::{authorize, can_publish, token_expiry, Action, Principal};
 use routing::events::LogEvent;
-use routing::protocol::{parse_broadcast_body, ApiError, Command, ErrorCode, MAX_BODY_BYTES};
+use routing::protocol::{parse_broadcast_body, Command, ErrorCode, MAX_BODY_BYTES};
 use routing::query::{
     parse_history_query, parse_logs_query, parse_subscribe_query, query_pairs, split_url,
 };
+use routing::route::{route, Route, RouteError};
 use routing::topic::CharacterId;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -58,41 +60,27 @@ impl Incoming {
     fn query_pairs(&self) -> Vec<(String, String)> {
         query_pairs(self.query.as_deref())
     }
-
-    /// The method as a route sees it. `worker::Method` maps methods it does
-    /// not know (QUERY, PROPFIND, ...) to GET; those become CONNECT here,
-    /// which no route allows, so they are answered 405, not served as a GET.
-    fn method(&self) -> Method {
-        match self.method.as_str() {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "PATCH" => Method::Patch,
-            "DELETE" => Method::Delete,
-            "OPTIONS" => Method::Options,
-            "TRACE" => Method::Trace,
-            _ => Method::Connect,
-        }
-    }
 }
 
 pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
     let req = Incoming::new(req);
     let path = req.path.clone();
     let method = req.method.clone();
-    let result = route(req, &env).await;
+    let routed = route(&req.method, &req.path);
+    let admin_route = routed.as_ref().ok().filter(|r| r.is_admin()).cloned();
+    let result = dispatch(req, routed, &env).await;
     // Auth failures and admin actions go to the event log after the answer.
-    let event = match &result {
-        Err(e) if matches!(e.0.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
+    let event = match (&result, &admin_route) {
+        (Err(e), _) if matches!(e.api.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
             let mut ev = LogEvent::new(now_ms(), "auth_failure", None);
             ev.detail = Some(serde_json::json!({
-                "method": method.to_string(), "path": path, "status": e.0.status(), "message": e.0.message,
+                "method": method.to_string(), "path": path, "status": e.api.status(), "message": e.api.message,
             }));
             Some(ev)
         }
-        Ok(resp) if path.starts_with("/v1/admin/") => {
-            let mut ev = LogEvent::new(now_ms(), "admin", admin_target(&path));
+        (Ok(resp), Some(admin)) => {
+            let target = admin.character().map(CharacterId::as_str);
+            let mut ev = LogEvent::new(now_ms(), "admin", target);
             ev.detail = Some(serde_json::json!({
                 "method": method.to_string(), "path": path, "status": resp.status_code(),
             }));
@@ -115,13 +103,6 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
     }
 }
 
-/// The character an admin path names, if any.
-fn admin_target(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/admin/characters/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|c| CharacterId::parse(c).is_ok())
-}
-
 fn check(
     p: &Principal,
     action: Action,
@@ -130,83 +111,105 @@ fn check(
     Ok(authorize(p, action, c)?)
 }
 
-fn allow(method: &Method, allowed: &[Method]) -> std::result::Result<(), AppError> {
-    if allowed.contains(method) {
-        Ok(())
-    } else {
-        let names: Vec<String> = allowed.iter().map(|m| m.to_string()).collect();
-        Err(AppError::method_not_allowed(&names.join(", ")))
-    }
+/// The caller's principal, from its headers and (subscribe only) `?token=`.
+fn principal(
+    req: &Incoming,
+    env: &Env,
+    token: Option<&str>,
+) -> std::result::Result<Principal, AppError> {
+    Auth::cached(env).principal(&req.headers(), token)
 }
 
-async fn route(req: Incoming, env: &Env) -> Handled {
-    let path = req.path.clone();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method();
-    match segments.as_slice() {
-        ["healthz"] => {
-            allow(&method, &[Method::Get, Method::Head])?;
-            Ok(json_response(200, r#"{"status":"ok"}"#)?)
-        }
-        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
-            let allowed = if matches!(*action, "commands" | "say") {
-                Method::Post
-            } else {
-                Method::Get
-            };
-            allow(&method, &[allowed])?;
-            let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
-            let (needed, token) = match *action {
-                "subscribe" => {
-                    let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
-                    (Action::Subscribe, token.map(|(_, v)| v))
-                }
-                "commands" | "say" => (Action::Publish, None),
-                _ => (Action::History, None),
-            };
-            let p = Auth::cached(env).principal(&req.headers(), token.as_deref())?;
-            check(&p, needed, Some(&character))?;
-            match *action {
-                "subscribe" => subscribe(req, env, &character, &p).await,
-                "commands" => publish(req, env, &character).await,
-                "say" => say(req, env, &character).await,
-                _ => history(&req, env, &character).await,
+/// The caller's principal, if it may do `action` (on `character`).
+fn authorized(
+    req: &Incoming,
+    env: &Env,
+    action: Action,
+    character: Option<&CharacterId>,
+) -> std::result::Result<Principal, AppError> {
+    let p = principal(req, env, None)?;
+    check(&p, action, character)?;
+    Ok(p)
+}
+
+/// Runs the route's handler after the caller's credentials and rights were
+/// checked. A route error is answered as it is, except under `/v1/admin`,
+/// where credentials are checked first.
+async fn dispatch(
+    req: Incoming,
+    routed: std::result::Result<Route, RouteError>,
+    env: &Env,
+) -> Handled {
+    let route = match routed {
+        Ok(route) => route,
+        Err(e) => {
+            if e.admin {
+                principal(&req, env, None)?;
             }
+            return Err(e.into());
         }
-        ["v1", "broadcast"] => {
-            allow(&method, &[Method::Post])?;
-            let p = Auth::cached(env).principal(&req.headers(), None)?;
+    };
+    match route {
+        Route::Health => Ok(json_response(200, r#"{"status":"ok"}"#)?),
+        Route::Subscribe(character) => {
+            let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
+            let p = principal(&req, env, token.as_ref().map(|(_, v)| v.as_str()))?;
+            check(&p, Action::Subscribe, Some(&character))?;
+            subscribe(req, env, &character, &p).await
+        }
+        Route::Publish(character) => {
+            authorized(&req, env, Action::Publish, Some(&character))?;
+            publish(req, env, &character).await
+        }
+        Route::Say(character) => {
+            authorized(&req, env, Action::Publish, Some(&character))?;
+            say(req, env, &character).await
+        }
+        Route::History(character) => {
+            authorized(&req, env, Action::History, Some(&character))?;
+            history(&req, env, &character).await
+        }
+        Route::Broadcast => {
+            let p = principal(&req, env, None)?;
             broadcast(req, env, &p).await
         }
-        ["v1", "admin", rest @ ..] => {
-            let p = Auth::cached(env).principal(&req.headers(), None)?;
-            admin(rest, &method, &req, env, &p).await
+        Route::AdminSubscriptions => {
+            authorized(&req, env, Action::Admin, None)?;
+            let stub = env
+                .durable_object(registry::BINDING)?
+                .get_by_name(registry::INSTANCE)?;
+            let forwarded = get_from_object(object_path::LIST, &req, Method::Get, None)?;
+            Ok(stub.fetch_with_request(forwarded).await?)
         }
-        _ => Err(AppError::not_found(format!("no route for {path}"))),
-    }
-}
-
-/// Path segments arrive percent-encoded; names never need encoding to be
-/// valid, but a client may encode them anyway.
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+        Route::AdminCharacterSubscriptions(character) => {
+            authorized(&req, env, Action::Admin, Some(&character))?;
+            let forwarded = get_from_object(
+                object_path::SUBSCRIPTIONS,
+                &req,
+                Method::Get,
+                Some(&character),
+            )?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
         }
-        out.push(bytes[i]);
-        i += 1;
+        Route::AdminKick {
+            character,
+            client_id,
+        } => {
+            authorized(&req, env, Action::Admin, Some(&character))?;
+            let path = format!("{}{}", object_path::KICK_PREFIX, client_id?.as_str());
+            let forwarded = get_from_object(&path, &req, Method::Delete, Some(&character))?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
+        }
+        Route::AdminLogs => {
+            let p = principal(&req, env, None)?;
+            let query = parse_logs_query(&req.query_pairs())?;
+            check(&p, Action::Admin, query.character.as_ref())?;
+            let character = query.character.as_ref().map(CharacterId::as_str);
+            let events = kv::read_logs(env, character, query.limit).await?;
+            let body = serde_json::json!({ "events": events }).to_string();
+            Ok(json_response(200, &body)?)
+        }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn stub(env: &Env, character: &CharacterId) -> std::result::Result<Stub, AppError> {
@@ -423,69 +426,4 @@ fn get_from_object(
         req.headers().set(H_CHARACTER, c.as_str())?;
     }
     Ok(req)
-}
-
-/// `/v1/admin/...`: listing across characters (registry), one character's
-/// subscribers and kicks (its object), and the event log (KV).
-async fn admin(
-    rest: &[&str],
-    method: &Method,
-    incoming: &Incoming,
-    env: &Env,
-    p: &Principal,
-) -> Handled {
-    match rest {
-        ["subscriptions"] => {
-            allow(method, &[Method::Get])?;
-            check(p, Action::Admin, None)?;
-            let stub = env
-                .durable_object(registry::BINDING)?
-                .get_by_name(registry::INSTANCE)?;
-            let req = get_from_object(object_path::LIST, incoming, Method::Get, None)?;
-            Ok(stub.fetch_with_request(req).await?)
-        }
-        ["characters", name, "subscriptions"] => {
-            allow(method, &[Method::Get])?;
-            let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
-            check(p, Action::Admin, Some(&character))?;
-            let req = get_from_object(
-                object_path::SUBSCRIPTIONS,
-                incoming,
-                Method::Get,
-                Some(&character),
-            )?;
-            Ok(stub(env, &character)?.fetch_with_request(req).await?)
-        }
-        ["characters", name, "subscriptions", client_id] => {
-            allow(method, &[Method::Delete])?;
-            let character = CharacterId::parse(&percent_decode(name)).map_err(ApiError::from)?;
-            check(p, Action::Admin, Some(&character))?;
-            let client_id = percent_decode(client_id);
-            if client_id.is_empty()
-                || client_id.len() > 64
-                || !client_id.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
-                return Err(AppError::not_found(format!(
-                    "no client {client_id:?} on this character"
-                )));
-            }
-            let path = format!("{}{client_id}", object_path::KICK_PREFIX);
-            let req = get_from_object(&path, incoming, Method::Delete, Some(&character))?;
-            Ok(stub(env, &character)?.fetch_with_request(req).await?)
-        }
-        ["logs"] => {
-            allow(method, &[Method::Get])?;
-            let query = parse_logs_query(&incoming.query_pairs())?;
-            let character = query.character;
-            let limit = query.limit;
-            check(p, Action::Admin, character.as_ref())?;
-            let events = kv::read_logs(env, character.as_ref().map(|c| c.as_str()), limit).await?;
-            let body = serde_json::json!({ "events": events }).to_string();
-            Ok(json_response(200, &body)?)
-        }
-        _ => Err(AppError::not_found(format!(
-            "no route for {}",
-            incoming.path
-        ))),
-    }
 }
