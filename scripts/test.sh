@@ -41,7 +41,8 @@ start_dev_server BATCHED --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RU
 export TEST_JWT_SECRET="test-secret-$(date +%s)-$RANDOM" TEST_API_KEYS="key-one,key-two"
 start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \
   --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
-export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL"
+# GATEWAY_LOG: suites that check what the server logged (aborts.test.mjs) read it.
+export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL" GATEWAY_LOG="$OPEN_LOG"
 node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
 # Durability: SIGKILL mid-stream and restart on the same state; reconnect storm.
 # These start wrangler dev servers of their own.

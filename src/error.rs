@@ -1,11 +1,12 @@
 //! One error type for every handler. It wraps the contract's `ApiError`, knows
 //! its HTTP status and headers and turns into the body
 //! `{"error":{"code","message"}}`. Faults of ours are logged with their cause
-//! and answered `500 internal` without internals.
+//! and answered `500 internal` without internals; faults of the client are
+//! answered with their 4xx and never logged as ours.
 
 use routing::protocol::{ApiError, ErrorCode, MAX_BODY_BYTES};
 use routing::route::RouteError;
-use worker::{console_error, Response, Result};
+use worker::{console_error, console_warn, Response, Result};
 
 #[derive(Debug)]
 pub struct AppError {
@@ -36,6 +37,13 @@ impl AppError {
             ErrorCode::PayloadTooLarge,
             format!("request body is over {MAX_BODY_BYTES} bytes"),
         )
+    }
+    /// A request body that broke off while it was read: the client closed
+    /// the connection mid-upload (or sent a malformed chunked body). Nobody
+    /// may be left to read the answer; the log says it was the client's doing.
+    pub fn client_aborted(cause: impl std::fmt::Display) -> Self {
+        console_warn!("client fault: request body could not be read: {cause}");
+        Self::bad_request("request body could not be read")
     }
     /// A known path asked with another method; `allowed` also goes into the
     /// `Allow` header.

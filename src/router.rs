@@ -284,16 +284,32 @@ async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
 }
 
 /// Reads a body whose declared length (if any) was already checked, and
-/// measures it.
+/// measures it. Once the read has started, its failure is the client's: the
+/// connection closed before the body was complete.
 async fn read_measured(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
-    let unreadable = |_| AppError::bad_request("unreadable request body");
-    let promise = req.raw.array_buffer().map_err(unreadable)?;
-    let buffer = JsFuture::from(promise).await.map_err(unreadable)?;
+    if req.raw.body_used() {
+        return Err(AppError::internal("request body read twice"));
+    }
+    let promise = req
+        .raw
+        .array_buffer()
+        .map_err(|e| AppError::internal(js_message(&e)))?;
+    let buffer = JsFuture::from(promise)
+        .await
+        .map_err(|e| AppError::client_aborted(js_message(&e)))?;
     let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > MAX_BODY_BYTES {
         return Err(AppError::body_too_large());
     }
     Ok(body)
+}
+
+/// A rejection's message, for the log.
+fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(error) => error.message().into(),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
 }
 
 /// Posts a publish body to the character's object, which parses, stores
