@@ -54,12 +54,6 @@ impl AppError {
             ..Self::new(e.code, e.message)
         }
     }
-    /// A request body that could not be read: the client went away or
-    /// broke off its upload. A client fault, logged as one.
-    pub fn client_aborted() -> Self {
-        worker::console_warn!("client fault: request body could not be read");
-        Self::bad_request("request body could not be read")
-    }
     /// A fault of ours: the cause goes to the log, the client gets no details.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         console_error!("internal error: {cause}");

@@ -35,7 +35,7 @@ impl Character {
             }
             (Method::Post, path::PUBLISH) => {
                 // The router streams the body through without measuring it.
-                let body = req.bytes().await.map_err(|_| AppError::client_aborted())?;
+                let body = req.bytes().await.map_err(AppError::client_aborted)?;
                 if body.len() > MAX_BODY_BYTES {
                     return Err(AppError::body_too_large());
                 }

@@ -86,7 +86,6 @@ test("uploads aborted while the router reads them are client faults, not interna
 
 test(
   "a publish body aborted while the character object reads it is not an internal error",
-  { todo: "the character object logs a failed body read as internal (src/character.rs, POST /publish)" },
   async () => {
     const c = uniqueCharacter("abort-stream");
     const from = logSize();
