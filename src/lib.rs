@@ -5,6 +5,7 @@ mod auth;
 mod character;
 mod config;
 mod error;
+mod forward;
 mod kv;
 mod registry;
 mod router;

@@ -1,0 +1,149 @@
+//! The request as the router sees it, its body (read with the contract's
+//! 64 KiB bound, a broken-off upload counted as the client's fault), and the
+//! requests forwarded to the objects over the internal contract of
+//! `routing::wire`.
+
+use routing::protocol::MAX_BODY_BYTES;
+use routing::query::{query_pairs, split_url};
+use routing::topic::CharacterId;
+use routing::wire::{path as object_path, H_CHARACTER};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::web_sys;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+
+use crate::error::AppError;
+
+/// An incoming request as the router sees it: the runtime's request plus its
+/// method, path and query, read once. It is not wrapped in `worker::Request`,
+/// whose constructor also materializes the `cf` object, and the URL is split
+/// rather than parsed, since the runtime hands it over already serialized.
+pub struct Incoming {
+    pub raw: web_sys::Request,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        let url = raw.url();
+        let (path, query) = split_url(&url);
+        let (path, query) = (path.to_string(), query.map(str::to_string));
+        Self {
+            method: raw.method(),
+            raw,
+            path,
+            query,
+        }
+    }
+
+    pub fn headers(&self) -> Headers {
+        Headers(self.raw.headers())
+    }
+
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        query_pairs(self.query.as_deref())
+    }
+}
+
+pub fn stub(env: &Env, character: &CharacterId) -> std::result::Result<Stub, AppError> {
+    Ok(env
+        .durable_object("CHARACTERS")?
+        .get_by_name(character.as_str())?)
+}
+
+pub fn object_url(path: &str, req: &Incoming) -> String {
+    match &req.query {
+        Some(q) => format!("https://character{path}?{q}"),
+        None => format!("https://character{path}"),
+    }
+}
+
+/// The declared body length, refused early when it is over the contract's
+/// 64 KiB. A body without a length is measured when it is read.
+pub fn declared_length(req: &Incoming) -> std::result::Result<Option<usize>, AppError> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|len| len.trim().parse::<usize>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES => Err(AppError::body_too_large()),
+        other => Ok(other),
+    }
+}
+
+/// Reads a request body, refusing more than the contract's 64 KiB.
+pub async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
+    declared_length(req)?;
+    read_measured(req).await
+}
+
+/// Reads a body whose declared length (if any) was already checked, and
+/// measures it. Once the read has started, its failure is the client's: the
+/// connection closed before the body was complete.
+pub async fn read_measured(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
+    if req.raw.body_used() {
+        return Err(AppError::internal("request body read twice"));
+    }
+    let promise = req
+        .raw
+        .array_buffer()
+        .map_err(|e| AppError::internal(js_message(&e)))?;
+    let buffer = JsFuture::from(promise)
+        .await
+        .map_err(|e| AppError::client_aborted(js_message(&e)))?;
+    let body = js_sys::Uint8Array::new(&buffer).to_vec();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(AppError::body_too_large());
+    }
+    Ok(body)
+}
+
+/// A rejection's message, for the log.
+pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(error) => error.message().into(),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// Posts a publish body to the character's object, which parses, stores
+/// and sends it.
+pub async fn post_to_object(
+    env: &Env,
+    character: &CharacterId,
+    body: wasm_bindgen::JsValue,
+) -> std::result::Result<Response, AppError> {
+    let headers = Headers::new();
+    headers.set(H_CHARACTER, character.as_str())?;
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body));
+    let url = format!("https://character{}", object_path::PUBLISH);
+    let forwarded = Request::new_with_init(&url, &init)?;
+    Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
+}
+
+pub fn bytes_value(body: &[u8]) -> wasm_bindgen::JsValue {
+    js_sys::Uint8Array::from(body).into()
+}
+
+/// A request to an object's internal `path`, carrying the public query and,
+/// for a character object, its name.
+pub fn get_from_object(
+    path: &str,
+    incoming: &Incoming,
+    method: Method,
+    character: Option<&CharacterId>,
+) -> std::result::Result<Request, AppError> {
+    let mut init = RequestInit::new();
+    init.with_method(method);
+    let req = Request::new_with_init(&object_url(path, incoming), &init)?;
+    if let Some(c) = character {
+        req.headers().set(H_CHARACTER, c.as_str())?;
+    }
+    Ok(req)
+}
