@@ -1,6 +1,7 @@
-# Quick start: `make dev` serves the gateway on 127.0.0.1:8787; `make test`
-# runs the whole suite. Both bootstrap whatever is missing first.
-.PHONY: dev test build bootstrap clean soak fuzz bench
+# Quick start: `make dev` serves the gateway on 127.0.0.1:8787; `make check` is
+# the quick loop (fmt, clippy, host tests; no servers); `make test` runs the
+# whole suite. All of them bootstrap whatever is missing first.
+.PHONY: dev check test build bootstrap clean soak fuzz bench
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -11,12 +12,18 @@ build: bootstrap
 dev: build
 	node_modules/.bin/wrangler dev -c wrangler.dev.toml --ip 127.0.0.1 --port 8787 $(ARGS)
 
+# fmt, clippy (host: routing, bench; wasm32: the Worker) and routing's host tests.
+check:
+	@scripts/check.sh
+
+# check, then the build and everything that needs a server (README: "What `make test` runs").
 test:
 	@scripts/test.sh
 
 # Ten minutes of churn, publishing and kicks against a local server (not part of make test).
+# SOAK_SECONDS shortens it (with SOAK_SAMPLE_SECONDS=2 for enough memory readings).
 soak: build
-	node scripts/soak.mjs
+	node tests/soak/soak.mjs
 
 # A long fuzz run: FUZZ_CASES inputs per target (make test runs 2,000).
 fuzz: bootstrap

@@ -11,16 +11,19 @@
 # Sizes (environment): BENCH_SUBS (1000: subscribers in (a) and (d), characters in
 # (c)), BENCH_SECS (8: length of each saturation phase), BENCH_RATE (5: commands/s
 # of the fixed-rate latency phase of (a)), BENCH_RATE_SECS (5), BENCH_PUBLISHERS (4).
-# Ports: BENCH_PORT_BASE (8901; ours, partyserver, native take base, +1, +2).
-# Both workerd-based servers run in wrangler's local runtime without the devtools
-# inspector (scripts/serve-local.mjs), which under `wrangler dev` buffers every
-# runtime event and so costs memory and CPU that production does not pay.
+# Ports: free ones, or BENCH_PORT_BASE (ours, partyserver, native take base, +1, +2).
+# All three servers are started, awaited (/healthz) and stopped by the one
+# launcher, scripts/server.mjs. Both workerd-based servers run in wrangler's
+# local runtime without the devtools inspector (scripts/serve-local.mjs), which
+# under `wrangler dev` buffers every runtime event and so costs memory and CPU
+# that production does not pay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 OURS_CONFIG=wrangler.dev.toml
 OUT=BENCHMARKS.md
+ARGS_GIVEN="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --ours-config) OURS_CONFIG=$2; shift 2 ;;
@@ -34,36 +37,21 @@ SECS=${BENCH_SECS:-8}
 RATE=${BENCH_RATE:-5}
 RATE_SECS=${BENCH_RATE_SECS:-5}
 PUBLISHERS=${BENCH_PUBLISHERS:-4}
-BASE=${BENCH_PORT_BASE:-8901}
-P_OURS=$BASE
-P_PARTY=$((BASE + 1))
-P_NATIVE=$((BASE + 2))
+PORT_OURS=() PORT_PARTY=() PORT_NATIVE=()
+if [ -n "${BENCH_PORT_BASE:-}" ]; then
+  PORT_OURS=(--port "$BENCH_PORT_BASE")
+  PORT_PARTY=(--port "$((BENCH_PORT_BASE + 1))")
+  PORT_NATIVE=(--port "$((BENCH_PORT_BASE + 2))")
+fi
 WRANGLER=node_modules/.bin/wrangler
 
 WORK=$(mktemp -d /tmp/gateway-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    # Each server was started as its own process group (setsid): end that group.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-  done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source scripts/server.sh
+trap servers_stop EXIT
 
 echo "bench: building the load generator (bench/)"
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
-
-start_local() { # name config port [serve-local args...]
-  local name=$1 config=$2 port=$3
-  shift 3
-  setsid node scripts/serve-local.mjs --config "$(realpath "$config")" --port "$port" \
-    --persist-to "$WORK/state-$name" "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-  echo $! >"$WORK/$name.pid"
-}
 
 # The servers do not build (scripts/serve-local.mjs): build our Worker first
 # when benching the working tree.
@@ -73,36 +61,28 @@ echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
 # assets router Worker then sits in front of the Worker and every request and
 # WebSocket message passes through it; the partyserver peer has none.
 # BENCHMARKS.md has the measured cost of that hop for both.
-start_local ours "$OURS_CONFIG" "$P_OURS" --assets off
-start_local partyserver bench/peers/partyserver/wrangler.toml "$P_PARTY"
-setsid "$BIN/native-server" --listen "127.0.0.1:$P_NATIVE" >"$WORK/native.log" 2>&1 &
-PIDS+=($!)
-echo $! >"$WORK/native.pid"
-
-wait_ready() { # name port
-  local name=$1 port=$2
-  for _ in $(seq 1 600); do
-    if curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
-      -d '{"topic":"main","name":"warmup"}' "http://127.0.0.1:$port/v1/characters/warmup/commands"; then
-      return 0
-    fi
-    sleep 0.5
-  done
-  echo "bench: $name did not come up on port $port; its log:" >&2
-  tail -40 "$WORK/$name.log" >&2
-  exit 1
-}
-wait_ready ours "$P_OURS"
-wait_ready partyserver "$P_PARTY"
-wait_ready native "$P_NATIVE"
+server_start ours --runtime local --config "$OURS_CONFIG" "${PORT_OURS[@]}" \
+  --state "$WORK/state-ours" --log "$WORK/ours.log" -- --assets off
+server_start partyserver --runtime local --config bench/peers/partyserver/wrangler.toml "${PORT_PARTY[@]}" \
+  --state "$WORK/state-partyserver" --log "$WORK/partyserver.log"
+server_start native --runtime exec "${PORT_NATIVE[@]}" --log "$WORK/native.log" \
+  -- "$BIN/native-server" --listen "127.0.0.1:{port}"
+# One publish each before the first measurement (loads the Durable Object code).
+for server in ours partyserver native; do
+  url_var="${server}_URL"
+  curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
+    -d '{"topic":"main","name":"warmup"}' "${!url_var}/v1/characters/warmup/commands" ||
+    { echo "bench: the warmup publish to $server failed" >&2; exit 1; }
+done
 
 RESULTS=$WORK/results.jsonl
 RUN=$(date +%s)
-url_of() { case "$1" in ours) echo "http://127.0.0.1:$P_OURS" ;; partyserver) echo "http://127.0.0.1:$P_PARTY" ;; native) echo "http://127.0.0.1:$P_NATIVE" ;; esac; }
+url_of() { local v="${1}_URL"; echo "${!v}"; }
+pid_of() { local v="${1}_PID"; echo "${!v}"; }
 rss_args() {
   case "$1" in
-    ours | partyserver) echo "--rss-pid $(cat "$WORK/$1.pid") --rss-match workerd" ;;
-    native) echo "--rss-pid $(cat "$WORK/native.pid") --rss-match native-server" ;;
+    ours | partyserver) echo "--rss-pid $(pid_of "$1") --rss-match workerd" ;;
+    native) echo "--rss-pid $(pid_of native) --rss-match native-server" ;;
   esac
 }
 
@@ -112,7 +92,7 @@ run() { # scenario server args...
   # shellcheck disable=SC2046
   timeout 300 "$BIN/loadgen" --url "$(url_of "$server")" --label "$server" --scenario "$scenario" \
     --prefix "$scenario-$RUN-$server" --publishers "$PUBLISHERS" --out "$RESULTS" \
-    --cpu-pid "$(cat "$WORK/$server.pid")" "$@" >/dev/null
+    --cpu-pid "$(pid_of "$server")" "$@" >/dev/null
 }
 
 # The three servers take turns within each scenario, so drift in the machine's
@@ -135,7 +115,7 @@ done
 
 # Machine, versions and the exact command, for the report.
 {
-  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $*} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG with --assets off)"
+  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $ARGS_GIVEN} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG with --assets off)"
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "cpu:         $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
   echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"

@@ -58,7 +58,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 # schemathesis (and openapi-spec-validator), pinned, for the API sweep
-# (scripts/api-sweep.py), in a venv under the git-ignored .tools/.
+# (tests/api/api-sweep.py), in a venv under the git-ignored .tools/.
 SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 sweep_venv=.tools/venv

@@ -19,7 +19,7 @@
 //
 // Usage: node scripts/serve-local.mjs --config TOML --port N --persist-to DIR
 //          [--ip 127.0.0.1] [--var NAME:VALUE ...] [--inspector-port N]
-//          [--assets on|off]
+//          [--assets on|off] [--log-level LEVEL]
 // `--assets off` serves the Worker without the config's static assets: then
 // no assets router sits between the client and the Worker. That router is a
 // Worker of its own in the local runtime, and every request and every
@@ -30,12 +30,13 @@
 // would), which keeps wrangler's proxy from buffering (`make soak` does, to
 // read the gateway isolate's heap).
 // Prints "ready <url>" once it serves; stops on SIGTERM or SIGINT.
+// scripts/server.mjs (`--runtime local`) starts it on free ports and waits for it.
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { unstable_startWorker } from "wrangler";
 
 const args = process.argv.slice(2);
-const opts = { ip: "127.0.0.1", vars: {}, assets: true };
+const opts = { ip: "127.0.0.1", vars: {}, assets: true, logLevel: "warn" };
 for (let i = 0; i < args.length; i += 2) {
   const [flag, value] = [args[i], args[i + 1]];
   if (value === undefined) throw new Error(`serve-local: ${flag} needs a value`);
@@ -45,6 +46,7 @@ for (let i = 0; i < args.length; i += 2) {
     case "--persist-to": opts.persist = value; break;
     case "--ip": opts.ip = value; break;
     case "--inspector-port": opts.inspectorPort = Number(value); break;
+    case "--log-level": opts.logLevel = value; break;
     case "--assets":
       if (value !== "on" && value !== "off") throw new Error(`serve-local: --assets wants on or off, got ${value}`);
       opts.assets = value === "on";
@@ -109,7 +111,7 @@ const worker = await unstable_startWorker({
     inspector: opts.inspectorPort ? { hostname: "127.0.0.1", port: opts.inspectorPort } : false,
     persist: opts.persist,
     watch: false,
-    logLevel: "warn",
+    logLevel: opts.logLevel,
   },
 });
 await worker.ready;

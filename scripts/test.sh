@@ -1,25 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` runs it: static checks, host unit and
-# property tests, the Worker build, the production config dry run, then the
-# integration tests against real `wrangler dev` servers of its own (one with
-# auth off, one with auth on), which are stopped even when a test fails.
+# The whole test suite, as `make test` runs it: the checks of `make check`
+# (bootstrap, fmt, clippy, host tests of routing/), the Worker build, the
+# production config dry run, then everything that needs a server: the
+# integration, reliability and browser suites, the API sweep and the itest.
+# Servers come from the one launcher (scripts/server.mjs, through
+# scripts/server.sh): `wrangler dev` on free ports with throwaway state, stopped
+# whether or not the tests pass. README.md ("What `make test` runs") lists the
+# steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 step() { printf '\n== %s\n' "$*"; }
 
-step bootstrap
-scripts/bootstrap.sh
-
-step "cargo fmt --check"
-cargo fmt --all -- --check
-
-step "clippy (host: routing, wasm32: worker)"
-cargo clippy -p routing --all-targets -- -D warnings
-cargo clippy -p animation-gateway --target wasm32-unknown-unknown -- -D warnings
-
-step "cargo test (routing, host)"
-cargo test -p routing
+scripts/check.sh
 
 step build
 scripts/build.sh
@@ -30,32 +23,41 @@ node_modules/.bin/wrangler deploy --dry-run -c wrangler.prod.toml --outdir "$dry
 tail -n 3 "$dry.log"
 rm -rf "$dry" "$dry.log"
 
-step "integration tests (node --test against wrangler dev)"
-source scripts/devserver.sh
-trap stop_dev_servers EXIT
-start_dev_server OPEN
+step "servers: wrangler dev with auth off, batched, auth on"
+source scripts/server.sh
+trap servers_stop EXIT
+server_start OPEN
 # Batching on, and say rules replaced by configuration.
 export TEST_SAY_RULES='{"rules":[{"name":"beep","pattern":"(?i)\\bbeep\\b","commands":[{"name":"beep_boop","topic":"face","duration_ms":100}]}]}'
-start_dev_server BATCHED --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RULES"
+server_start BATCHED --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RULES"
 # Auth on, with a small history so the KV archive is exercised.
 export TEST_JWT_SECRET="test-secret-$(date +%s)-$RANDOM" TEST_API_KEYS="key-one,key-two"
-start_dev_server AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \
+server_start AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \
   --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
 # GATEWAY_LOG: suites that check what the server logged (aborts.test.mjs) read it.
 export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL" GATEWAY_LOG="$OPEN_LOG"
+
+step "integration tests (tests/integration, node --test)"
 node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
-# Durability: SIGKILL mid-stream and restart on the same state; reconnect storm.
-# These start wrangler dev servers of their own.
+
+step "reliability tests (tests/reliability: SIGKILL and restart, reconnect storm, hibernation)"
+# These start and kill wrangler dev servers of their own (scripts/server.mjs).
 STORM_SUBSCRIBERS=1000 node --test --test-concurrency=1 --test-timeout=300000 tests/reliability/*.test.mjs
+
+step "browser tests (tests/browser: Chromium against the auth-off server)"
 GATEWAY_URL="$OPEN_URL" ARTIFACTS_DIR=artifacts \
   node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs
 
-step "API sweep: schemathesis over docs/openapi.yaml (auth off)"
-.tools/venv/bin/python scripts/api-sweep.py --base-url "$OPEN_URL"
+step "API sweep (tests/api: schemathesis over docs/openapi.yaml, auth off)"
+.tools/venv/bin/python tests/api/api-sweep.py --base-url "$OPEN_URL"
 
-step "itest: scripts/animation-test.mjs (auth off, then auth on with credentials)"
-node scripts/animation-test.mjs --base-url "$OPEN_URL" > "${TMPDIR:-/tmp}/itest-open.log" 2>&1 || { cat "${TMPDIR:-/tmp}/itest-open.log"; exit 1; }
-tail -n 3 "${TMPDIR:-/tmp}/itest-open.log"
+step "itest (tests/e2e/animation-test.mjs: auth off, then auth on with credentials)"
+itest_log=$(mktemp -t itest-open.XXXXXX)
+node tests/e2e/animation-test.mjs --base-url "$OPEN_URL" >"$itest_log" 2>&1 || { cat "$itest_log"; exit 1; }
+tail -n 3 "$itest_log"
+rm -f "$itest_log"
+itest_log=$(mktemp -t itest-auth.XXXXXX)
 ITEST_API_KEY="${TEST_API_KEYS%%,*}" ITEST_JWT_SECRET="$TEST_JWT_SECRET" \
-  node scripts/animation-test.mjs --base-url "$AUTH_URL" > "${TMPDIR:-/tmp}/itest-auth.log" 2>&1 || { cat "${TMPDIR:-/tmp}/itest-auth.log"; exit 1; }
-tail -n 3 "${TMPDIR:-/tmp}/itest-auth.log"
+  node tests/e2e/animation-test.mjs --base-url "$AUTH_URL" >"$itest_log" 2>&1 || { cat "$itest_log"; exit 1; }
+tail -n 3 "$itest_log"
+rm -f "$itest_log"

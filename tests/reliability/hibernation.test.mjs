@@ -9,16 +9,16 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
-import { start, kill, sleep, progress } from "./server.mjs";
+import { start, sleep, progress } from "./helpers.mjs";
 
 const STATE = mkdtempSync(join(tmpdir(), "gateway-hib-"));
 const LOG = join(STATE, "wrangler.log");
 const IDLE_MS = Number(process.env.HIBERNATION_IDLE_MS ?? 25_000);
 let server = null;
 const sockets = new Set();
-after(() => {
+after(async () => {
   for (const ws of sockets) ws.terminate();
-  if (server) kill(server);
+  await server?.kill();
   rmSync(STATE, { recursive: true, force: true });
 });
 
@@ -45,10 +45,10 @@ test("after eviction, subscriptions, presence and spilled topic lists are rebuil
   const c = `hib-${Date.now().toString(36)}`;
   // Long filters: 32 of them serialize to more than the attachment budget.
   const many = Array.from({ length: 32 }, (_, i) => `segment-number-${String(i).padStart(2, "0")}-abcdefghijkl.x`);
-  const a = open(server.base, c, "topics=face&presence=true");
-  const b = open(server.base, c, "topics=body.*,legs");
-  const d = open(server.base, c, `topics=${many.join(",")}`);
-  const e = open(server.base, c, "topics=hands");
+  const a = open(server.url, c, "topics=face&presence=true");
+  const b = open(server.url, c, "topics=body.*,legs");
+  const d = open(server.url, c, `topics=${many.join(",")}`);
+  const e = open(server.url, c, "topics=hands");
   await Promise.all([a, b, d, e].map((s) => s.ready));
   await Promise.all([a, b, d, e].map((s) => s.until((x) => x.frames.some((f) => f.type === "welcome"))));
   // A subscription changed by frame must survive too (its attachment is rewritten).
@@ -62,7 +62,7 @@ test("after eviction, subscriptions, presence and spilled topic lists are rebuil
   assert.ok(a.pongs >= 2, "pings were answered while idle");
 
   const publish = async (topic, name) => {
-    const r = await fetch(`${server.base}/v1/characters/${c}/commands`, {
+    const r = await fetch(`${server.url}/v1/characters/${c}/commands`, {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ topic, name }),
     });
     assert.equal(r.status, 200);
@@ -86,7 +86,7 @@ test("after eviction, subscriptions, presence and spilled topic lists are rebuil
   assert.deepEqual(d.commands(), ["deep"]);
 
   // Presence flags survived: a newcomer is announced to `a` only.
-  const f = open(server.base, c, "topics=face");
+  const f = open(server.url, c, "topics=face");
   await f.ready;
   await f.until((x) => x.frames.some((fr) => fr.type === "welcome"));
   const fid = f.frames.find((fr) => fr.type === "welcome").client_id;
@@ -98,7 +98,7 @@ test("after eviction, subscriptions, presence and spilled topic lists are rebuil
   assert.equal(b.frames.filter((fr) => fr.type === "presence").length, 0);
 
   // The admin view sees the rebuilt state.
-  const detail = await (await fetch(`${server.base}/v1/admin/characters/${c}/subscriptions`)).json();
+  const detail = await (await fetch(`${server.url}/v1/admin/characters/${c}/subscriptions`)).json();
   assert.equal(detail.subscribers.length, 5);
   const byPresence = detail.subscribers.filter((s) => s.presence);
   assert.equal(byPresence.length, 1);

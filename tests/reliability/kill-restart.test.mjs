@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
-import { start as startIn, kill, sleep, progress } from "./server.mjs";
+import { start as startIn, sleep, progress } from "./helpers.mjs";
 
 const STATE = mkdtempSync(join(tmpdir(), "gateway-kill-"));
 const ARCHIVE_STATE = mkdtempSync(join(tmpdir(), "gateway-kill-archive-"));
@@ -21,10 +21,10 @@ let archiveServer = null;
 const sockets = new Set();
 const start = () => startIn(STATE);
 
-after(() => {
+after(async () => {
   for (const ws of sockets) ws.terminate();
-  if (server) kill(server);
-  if (archiveServer) kill(archiveServer);
+  await server?.kill();
+  await archiveServer?.kill();
   rmSync(STATE, { recursive: true, force: true });
   rmSync(ARCHIVE_STATE, { recursive: true, force: true });
 });
@@ -79,29 +79,31 @@ async function publishThenKill(srv, character, killAfter, concurrency = 4) {
   const acked = [];
   let sent = 0;
   let killed = false;
+  let killing = null;
   const worker = async () => {
     while (!killed) {
       const i = sent++;
       try {
-        const r = await fetch(`${srv.base}/v1/characters/${character}/commands`, {
+        const r = await fetch(`${srv.url}/v1/characters/${character}/commands`, {
           method: "POST", headers: { "content-type": "application/json" },
           body: JSON.stringify({ name: "step", params: { i } }),
         });
         if (r.status === 200) {
           acked.push((await r.json()).seqs[0]);
-          if (acked.length >= killAfter && !killed) { killed = true; kill(srv); }
+          if (acked.length >= killAfter && !killed) { killed = true; killing = srv.kill(); }
         }
       } catch { /* the server died under this request: not acknowledged */ }
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
+  await killing; // every process of the old server is gone before the next starts on its state
   return acked.sort((a, b) => a - b);
 }
 
 test("acknowledged publishes survive SIGKILL; every subscriber resumes with each seq once, in order", { timeout: 600_000 }, async () => {
   const character = `durable-${Date.now().toString(36)}`;
   let srv = server = await start();
-  const first = await openMany(srv.base, character, 20);
+  const first = await openMany(srv.url, character, 20);
   await until(() => first.every((s) => s.welcome), 10_000, "welcome");
   const epoch = first[0].welcome.epoch;
   let subs = first;
@@ -117,7 +119,7 @@ test("acknowledged publishes survive SIGKILL; every subscriber resumes with each
     srv = server = await start();
     const resumeFrom = subs.map((s, i) => ({ since: (history.get(i) ?? []).at(-1) ?? 0, epoch }));
     const t0 = Date.now();
-    subs = await openMany(srv.base, character, subs.length, resumeFrom);
+    subs = await openMany(srv.url, character, subs.length, resumeFrom);
     progress(`round ${round + 1}: ${subs.length} resumed sockets open`);
     await until(() => subs.every((s) => s.recovered), 20_000, `recovered after kill ${round + 1}`);
     const recoverMs = Date.now() - t0;
@@ -134,7 +136,7 @@ test("acknowledged publishes survive SIGKILL; every subscriber resumes with each
       history.set(i, all);
       s.seqs = [];
     }
-    const h = await (await fetch(`${srv.base}/v1/characters/${character}/history?limit=1000`)).json();
+    const h = await (await fetch(`${srv.url}/v1/characters/${character}/history?limit=1000`)).json();
     const stored = h.commands.map((c) => c.seq);
     for (const a of allAcked) assert.ok(stored.includes(a), `history is missing acknowledged seq ${a}`);
     assert.equal(h.epoch, epoch);
@@ -146,7 +148,7 @@ test("acknowledged publishes survive SIGKILL; every subscriber resumes with each
 test(`reconnect storm: ${STORM} subscribers dropped at once all resume with nothing lost`, { timeout: 600_000 }, async () => {
   const character = `storm-${Date.now().toString(36)}`;
   let srv = server ?? (server = await start());
-  const subs = await openMany(srv.base, character, STORM);
+  const subs = await openMany(srv.url, character, STORM);
   await until(() => subs.every((s) => s.welcome), 30_000, "welcome");
   const epoch = subs[0].welcome.epoch;
   const acked = await publishThenKill(srv, character, 30);
@@ -158,7 +160,7 @@ test(`reconnect storm: ${STORM} subscribers dropped at once all resume with noth
   let stop = false;
   const publisher = (async () => {
     while (!stop) {
-      const r = await fetch(`${srv.base}/v1/characters/${character}/commands`, {
+      const r = await fetch(`${srv.url}/v1/characters/${character}/commands`, {
         method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "live" }),
       });
       if (r.status === 200) more.push((await r.json()).seqs[0]);
@@ -166,7 +168,7 @@ test(`reconnect storm: ${STORM} subscribers dropped at once all resume with noth
     }
   })();
   const back = await Promise.all(resumeFrom.map((r) => {
-    const s = subscriber(srv.base, character, r.since, r.epoch);
+    const s = subscriber(srv.url, character, r.since, r.epoch);
     return s.ready.then(() => s);
   }));
   await until(() => back.every((s) => s.recovered), 30_000, "every subscriber recovered");
@@ -200,7 +202,7 @@ test("after SIGKILL, seq goes on past archived history and idempotency keys stil
   };
   let srv = archiveServer = await startIn(ARCHIVE_STATE, { vars });
   const first = [];
-  for (let i = 1; i <= 30; i++) first.push(await publish(srv.base, `step-${i}`));
+  for (let i = 1; i <= 30; i++) first.push(await publish(srv.url, `step-${i}`));
   assert.deepEqual(first.map((a) => a.seqs[0]), Array.from({ length: 30 }, (_, k) => k + 1));
   const epoch = first[0].epoch;
   // The archive task runs after the publishes; wait until pages are in KV
@@ -210,14 +212,14 @@ test("after SIGKILL, seq goes on past archived history and idempotency keys stil
   const archived = () => (existsSync(pages) ? readdirSync(pages).length : 0);
   for (let i = 0; i < 100 && archived() < 5; i++) await sleep(100);
   assert.ok(archived() >= 5, `history pages written to KV before the kill: ${archived()}`);
-  kill(srv);
+  await srv.kill();
   srv = archiveServer = await startIn(ARCHIVE_STATE, { vars });
-  const next = await publish(srv.base, "step-31");
+  const next = await publish(srv.url, "step-31");
   assert.equal(next.epoch, epoch, "epoch survives the restart");
   assert.deepEqual(next.seqs, [31], "seq goes on after the newest stored command");
-  const again = await publish(srv.base, "step-7");
+  const again = await publish(srv.url, "step-7");
   assert.deepEqual(again.seqs, [7], "an idempotency key from before the kill answers its original seq");
-  const h = await (await fetch(url(srv.base, "/history?since=0&limit=100"))).json();
+  const h = await (await fetch(url(srv.url, "/history?since=0&limit=100"))).json();
   assert.equal(h.epoch, epoch);
   assert.deepEqual(h.commands.map((c) => c.seq), Array.from({ length: 31 }, (_, k) => k + 1), "history 1..31 across KV and SQLite");
 });

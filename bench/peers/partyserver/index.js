@@ -69,7 +69,11 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     const m = PATH.exec(url.pathname);
-    if (!m) return new Response("not found", { status: 404 });
+    if (!m) {
+      // What scripts/server.mjs waits for, as on the gateway.
+      if (url.pathname === "/healthz") return Response.json({ status: "ok" });
+      return new Response("not found", { status: 404 });
+    }
     url.pathname = `/parties/room/${m[1]}`;
     const routed = await routePartykitRequest(new Request(url, request), env);
     return routed ?? new Response("not found", { status: 404 });

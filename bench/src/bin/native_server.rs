@@ -116,7 +116,12 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) -> Result<()> {
         let target = head.first.get(1).cloned().unwrap_or_default();
         let Some((character, action, query)) = route(&target) else {
             rb.read_body(&mut stream, &head).await?;
-            respond(&mut stream, "404 Not Found", "{}").await?;
+            // What scripts/server.mjs waits for, as on the gateway.
+            if target == "/healthz" {
+                respond(&mut stream, "200 OK", r#"{"status":"ok"}"#).await?;
+            } else {
+                respond(&mut stream, "404 Not Found", "{}").await?;
+            }
             continue;
         };
         if action == "subscribe" && head.header("upgrade").is_some() {

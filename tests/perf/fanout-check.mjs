@@ -4,7 +4,7 @@
 // got every command exactly once in seq order, and reports the
 // publish-to-receive latency (from just before the POST to the frame's
 // arrival at each subscriber) as p50/p99/max over all deliveries.
-//   node scripts/fanout-check.mjs --base-url http://127.0.0.1:8787 [--subs 1000] [--publishes 100]
+//   node tests/perf/fanout-check.mjs --base-url http://127.0.0.1:8787 [--subs 1000] [--publishes 100]
 import WebSocket from "ws";
 
 const arg = (name, def) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1] : def; };

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Property-based bad-input sweep of every endpoint in docs/openapi.yaml.
 
-    .tools/venv/bin/python scripts/api-sweep.py --base-url http://127.0.0.1:PORT
+    .tools/venv/bin/python tests/api/api-sweep.py --base-url http://127.0.0.1:PORT
 
 Runs against an already running gateway with auth off (`make test` passes the
 auth-off server it starts; `make dev` works too), on loopback only, with the
@@ -39,9 +39,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "openapi.yaml"
-CONFIG = ROOT / "scripts" / "api-sweep.toml"
+CONFIG = Path(__file__).resolve().parent / "api-sweep.toml"
 VENV_BIN = ROOT / ".tools" / "venv" / "bin"
 
 # A character the sweep cannot publish to: generated names come from the
@@ -172,8 +172,8 @@ def main():
         # (§4) switches all auth checks off, so `ignored_auth` (expects 401
         # without credentials) and `object_level_authorization` (needs two
         # principals) do not apply. The auth matrix is covered by
-        # tests/integration and scripts/animation-test.mjs against the auth
-        # server. Per-check status lists are in scripts/api-sweep.toml.
+        # tests/integration and tests/e2e/animation-test.mjs against the auth
+        # server. Per-check status lists are in tests/api/api-sweep.toml.
         "--checks", "all",
         "--exclude-checks", "ignored_auth,object_level_authorization",
         "--phases", "examples,coverage,fuzzing,stateful",

@@ -3,7 +3,7 @@
 //
 //   npm run itest                      # against http://127.0.0.1:8787 (`make dev`)
 //   npm run itest:prod                 # against $ITEST_BASE_URL (a deployment)
-//   node scripts/animation-test.mjs --base-url http://127.0.0.1:PORT   # any server
+//   node tests/e2e/animation-test.mjs --base-url http://127.0.0.1:PORT   # any server
 //
 // For several characters at once (unique names per run: itest-<runid>-a, -b, ...)
 // it opens subscribers with different filters, publishes across topics (single,
@@ -27,7 +27,7 @@
 import WebSocket from "ws";
 import { createHmac, randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { subscribe as clientSubscribe } from "../public/client.mjs";
+import { subscribe as clientSubscribe } from "../../public/client.mjs";
 
 // ---------------------------------------------------------------- options ---
 
@@ -52,8 +52,8 @@ function parseArgs(argv) {
 }
 
 function usage(err) {
-  const text = `usage: node scripts/animation-test.mjs [--env dev|prod] [--base-url URL] [--characters N]
-                                     [--quiet-ms MS] [--timeout-ms MS] [--verbose]
+  const text = `usage: node tests/e2e/animation-test.mjs [--env dev|prod] [--base-url URL] [--characters N]
+                                       [--quiet-ms MS] [--timeout-ms MS] [--verbose]
   dev:  base URL http://127.0.0.1:8787 (make dev) unless ITEST_BASE_URL or --base-url
   prod: base URL from --base-url or ITEST_BASE_URL (required)
   credentials (when auth is on): ITEST_API_KEY [ITEST_API_KEY_HEADER], ITEST_JWT, ITEST_JWT_SECRET`;

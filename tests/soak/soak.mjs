@@ -1,67 +1,60 @@
 #!/usr/bin/env node
-// Bounded soak (`make soak`): a local wrangler dev of its own for
-// SOAK_SECONDS (default 600) with steady publishing, churning subscribers
-// that resume with `since`, periodic admin kicks, and resident memory of the
-// runtime sampled every 10 s. Ends with a report; exits non-zero if any
+// Bounded soak (`make soak`): a local server of its own for SOAK_SECONDS
+// (default 600) with steady publishing, churning subscribers that resume with
+// `since`, periodic admin kicks, and resident memory of the runtime sampled
+// every 10 s (SOAK_SAMPLE_SECONDS). Ends with a report; exits non-zero if any
 // subscriber lost, duplicated or reordered a command, or the gateway's own
 // memory kept growing.
 //
 // Memory is judged on the gateway isolate itself, read over the inspector every
-// 30 s: the JS heap after a full collection and the wasm linear memory. The
-// resident memory of the runtime's processes is reported per process but not
-// judged: it also holds the runtime's own isolates (KV and assets simulators,
-// the entry worker), garbage they have not collected yet, the allocator's
-// high-water mark and per-socket compression buffers, and it grows the same way
-// under a minimal JS worker (docs/reliability.md has the comparison).
-// The server is scripts/serve-local.mjs, with this script attached to its
-// inspector for the whole run (an unattached inspector proxy buffers events).
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+// third sample (30 s): the JS heap after a full collection and the wasm linear
+// memory. The resident memory of the runtime's processes is reported per
+// process but not judged: it also holds the runtime's own isolates (KV and
+// assets simulators, the entry worker), garbage they have not collected yet,
+// the allocator's high-water mark and per-socket compression buffers, and it
+// grows the same way under a minimal JS worker (docs/reliability.md has the
+// comparison).
+// The server is scripts/serve-local.mjs, started by scripts/server.mjs, with
+// this script attached to its inspector for the whole run (an unattached
+// inspector proxy buffers events). A short smoke run samples more often to
+// take the six isolate readings the verdict needs, e.g.
+// SOAK_SECONDS=40 SOAK_SAMPLE_SECONDS=2 make soak.
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import net from "node:net";
 import WebSocket from "ws";
-import { openInspector, isolateMemory } from "./inspector.mjs";
+import { openInspector, isolateMemory } from "../../scripts/inspector.mjs";
+import { ROOT, startServer } from "../../scripts/server.mjs";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 600);
+const SAMPLE_MS = Number(process.env.SOAK_SAMPLE_SECONDS ?? 10) * 1000;
 const STABLE = Number(process.env.SOAK_STABLE ?? 50);
 const CHURN = Number(process.env.SOAK_CHURN ?? 50);
 const RATE = Number(process.env.SOAK_RATE ?? 20); // publishes per second
 const CHARACTER = `soak-${Date.now().toString(36)}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const freePort = () => new Promise((resolve) => {
-  const s = net.createServer();
-  s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
 
 // The server does not build (scripts/serve-local.mjs); build now if needed.
 execFileSync("bash", [join(ROOT, "scripts/build.sh")], { stdio: "inherit" });
-const state = mkdtempSync(join(tmpdir(), "gateway-soak-"));
-const port = await freePort();
-const inspectorPort = await freePort();
-const server = spawn(process.execPath, [
-  join(ROOT, "scripts/serve-local.mjs"), "--config", join(ROOT, "wrangler.dev.toml"),
-  "--port", String(port), "--persist-to", state, "--inspector-port", String(inspectorPort),
-], { cwd: ROOT, detached: true, stdio: "ignore" });
-const BASE = `http://127.0.0.1:${port}`;
+let server;
+try {
+  server = await startServer({ runtime: "local", name: "soak", inspector: true, timeoutMs: 180_000 });
+} catch (e) {
+  console.error(`soak: ${e.message}`);
+  process.exit(2);
+}
+const port = server.port;
+const BASE = server.url;
 const WS = BASE.replace(/^http/, "ws");
 const sockets = new Set();
-function shutdown(code) {
+async function shutdown(code) {
   for (const ws of sockets) ws.terminate();
-  try { process.kill(-server.pid, "SIGTERM"); } catch { /* gone */ }
-  rmSync(state, { recursive: true, force: true });
+  await server.stop().catch((e) => console.error(`soak: stopping the server: ${e.message}`));
   process.exit(code);
 }
 process.on("SIGINT", () => shutdown(130));
 const hardStop = setTimeout(() => { console.error("soak: hard timeout"); shutdown(2); }, (SECONDS + 300) * 1000);
 
-for (let i = 0; ; i++) {
-  try { if ((await fetch(`${BASE}/healthz`)).status === 200) break; } catch { /* not up */ }
-  if (i > 720) { console.error("soak: server did not start"); shutdown(2); }
-  await sleep(250);
-}
-const inspector = await openInspector(`ws://127.0.0.1:${inspectorPort}/ws`);
+const inspector = await openInspector(`ws://127.0.0.1:${server.inspectorPort}/ws`);
 
 /**
  * Resident memory (KiB) of every process under the server, in total and by
@@ -190,7 +183,7 @@ const sampler = (async () => {
       try { gateway.push({ t, ...(await isolateMemory(inspector)) }); }
       catch (e) { console.error(`soak: isolate memory at ${t} s: ${e.message}`); }
     }
-    await sleep(Math.max(0, started + (n + 1) * 10_000 - Date.now()));
+    await sleep(Math.max(0, started + (n + 1) * SAMPLE_MS - Date.now()));
   }
 })();
 

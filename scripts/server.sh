@@ -1,0 +1,40 @@
+# Sourced by scripts/test.sh, scripts/bench.sh and scripts/fanout-compare.sh:
+# bash's handle on the one launcher, scripts/server.mjs. Servers started here
+# run in the background, each in its own process group; servers_stop (set it
+# as the EXIT trap) stops them all, shows the tails of their logs when the
+# script is failing, and removes their throwaway directories.
+SERVER_PIDS=()
+SERVER_LOGS=()
+SERVER_DIRS=() # removed by servers_stop; callers may add their own temporary files
+SERVER_MJS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/server.mjs"
+
+# server_start NAME [scripts/server.mjs start options...] [-- EXTRA...]
+# Sets ${NAME}_URL, ${NAME}_PORT, ${NAME}_PID, ${NAME}_LOG, ${NAME}_STATE and
+# ${NAME}_INSPECTOR_PORT. The launcher prints the log's tail itself if the
+# server does not come up.
+server_start() {
+  local name=$1 out key value
+  shift
+  out=$(node "$SERVER_MJS" start --name "$name" "$@") || return 1
+  while IFS='=' read -r key value; do
+    case $key in
+      url | port | pid | log | state | inspector_port) printf -v "${name}_${key^^}" '%s' "$value" ;;
+      dir) [ -z "$value" ] || SERVER_DIRS+=("$value") ;;
+    esac
+  done <<<"$out"
+  local pid_var="${name}_PID" log_var="${name}_LOG" url_var="${name}_URL"
+  SERVER_PIDS+=("${!pid_var}")
+  SERVER_LOGS+=("${!log_var}")
+  echo "server $name up at ${!url_var} (process group ${!pid_var})"
+}
+
+servers_stop() {
+  local status=$? log
+  if [ "${#SERVER_PIDS[@]}" -gt 0 ]; then node "$SERVER_MJS" stop "${SERVER_PIDS[@]}" || true; fi
+  if [ "$status" -ne 0 ]; then
+    for log in "${SERVER_LOGS[@]}"; do echo "--- $log (tail)"; tail -n 40 "$log" 2>/dev/null || true; done
+  fi
+  if [ "${#SERVER_DIRS[@]}" -gt 0 ]; then rm -rf "${SERVER_DIRS[@]}"; fi
+  SERVER_PIDS=() SERVER_LOGS=() SERVER_DIRS=()
+  return "$status"
+}
