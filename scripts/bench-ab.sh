@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Two builds of the gateway side by side in one run, on the load generator of
+# `make bench`: for a change that may cost speed, before against after.
+#   scripts/bench-ab.sh BUILD_DIR_A BUILD_DIR_B [ROUNDS]
+# Each BUILD_DIR is a copy of build/ (the output of scripts/build.sh). Both are
+# served at once in the inspector-less local runtime (scripts/serve-local.mjs,
+# without static assets, as `make bench` serves ours), started by the one
+# launcher; scenario (a) of BENCHMARKS.md (1 character x BENCH_SUBS subscribers,
+# a saturation phase of BENCH_SECS s with BENCH_PUBLISHERS publishers) then runs
+# against A and B in turn, A B A B ..., so drift in the machine's load hits both
+# alike. Prints one line per run and the median of each side; raw results go to
+# a JSONL file named at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+a=$(realpath "$1"); b=$(realpath "$2"); rounds=${3:-3}
+SUBS=${BENCH_SUBS:-1000}
+SECS=${BENCH_SECS:-8}
+PUBLISHERS=${BENCH_PUBLISHERS:-4}
+WORK=$(mktemp -d /tmp/gateway-bench-ab.XXXXXX)
+source scripts/server.sh
+trap servers_stop EXIT
+cargo build -q -p bench --release
+BIN=$ROOT/target/release
+toml_for() { # a copy of the dev config without [build], serving the given build
+  local out="$WORK/$2.toml"
+  sed -e '/^\[build\]/,/^$/d' -e "s|^main = .*|main = \"$1/worker/shim.mjs\"|" \
+      -e "s|^directory = \"public\"|directory = \"$ROOT/public\"|" wrangler.dev.toml > "$out"
+  echo "$out"
+}
+for side in A B; do
+  dir=$a; [ "$side" = B ] && dir=$b
+  server_start "$side" --runtime local --config "$(toml_for "$dir" "$side")" \
+    --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
+  url_var="${side}_URL"
+  curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
+    -d '{"topic":"main","name":"warmup"}' "${!url_var}/v1/characters/warmup/commands"
+done
+RESULTS=$WORK/results.jsonl
+for i in $(seq 1 "$rounds"); do
+  for side in A B; do
+    url_var="${side}_URL"; pid_var="${side}_PID"
+    timeout 300 "$BIN/loadgen" --url "${!url_var}" --label "$side" --scenario a \
+      --prefix "ab-$i-$side" --publishers "$PUBLISHERS" --out "$RESULTS" \
+      --cpu-pid "${!pid_var}" --characters 1 --subs "$SUBS" --phases "max:$SECS" >/dev/null
+  done
+done
+node - "$RESULTS" <<'JS'
+const rows = require("fs").readFileSync(process.argv[2], "utf8").trim().split("\n").map(JSON.parse)
+  .filter((r) => r.phase && r.phase.startsWith("max"));
+const med = (xs) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+const f = (x, d = 1) => (x === undefined ? "-" : Number(x).toFixed(d));
+for (const r of rows) {
+  console.log(`${r.label}: ${f(r.commands_per_s)} commands/s, ${f(r.deliveries_per_s, 0)} deliveries/s, p50 ${f(r.p50_ms)} ms, p99 ${f(r.p99_ms)} ms, server CPU ${f(r.server_cpu_us_per_delivery)} us/delivery, lost ${r.expected - r.delivered}`);
+}
+for (const side of ["A", "B"]) {
+  const rs = rows.filter((r) => r.label === side);
+  console.log(`${side} median of ${rs.length}: ${f(med(rs.map((r) => r.deliveries_per_s)), 0)} deliveries/s, p99 ${f(med(rs.map((r) => r.p99_ms)))} ms, ${f(med(rs.map((r) => r.server_cpu_us_per_delivery)))} us CPU/delivery`);
+}
+JS
+echo "bench-ab: raw results in $RESULTS"
