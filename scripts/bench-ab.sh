@@ -22,14 +22,19 @@ source scripts/server.sh
 trap servers_stop EXIT
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
-toml_for() { # a copy of the dev config without [build], serving the given build
-  local out="$WORK/$2.toml"
-  sed -e '/^\[build\]/,/^$/d' -e "s|^main = .*|main = \"$1/worker/shim.mjs\"|" \
-      -e "s|^directory = \"public\"|directory = \"$ROOT/public\"|" wrangler.dev.toml > "$out"
-  echo "$out"
+# Each build is served from a copy inside the project (.serve-local/, ignored
+# by git) with a copy of the dev config whose `main` points at it: the local
+# runtime snapshots `main` relative to its config.
+toml_for() { # build_dir side
+  local dir="$ROOT/.serve-local/ab-$$-$2"
+  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$1" "$dir/build"
+  sed -e '/^\[build\]/,/^$/d' -e 's|^main = .*|main = "build/worker/shim.mjs"|' \
+      -e "s|^directory = \"public\"|directory = \"$ROOT/public\"|" wrangler.dev.toml > "$dir/wrangler.toml"
+  echo "$dir/wrangler.toml"
 }
 for side in A B; do
   dir=$a; [ "$side" = B ] && dir=$b
+  SERVER_DIRS+=("$ROOT/.serve-local/ab-$$-$side") # removed with the servers' directories
   server_start "$side" --runtime local --config "$(toml_for "$dir" "$side")" \
     --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
   url_var="${side}_URL"
