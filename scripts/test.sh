@@ -40,6 +40,9 @@ export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL
 step "integration tests (tests/integration, node --test)"
 node --test --test-concurrency=1 --test-timeout=120000 tests/integration/*.test.mjs
 
+step "abuse suite (tests/abuse: bounds and guarantees under hostile or unlucky use)"
+node --test --test-concurrency=1 --test-timeout=300000 tests/abuse/*.test.mjs
+
 step "reliability tests (tests/reliability: SIGKILL and restart, reconnect storm, hibernation)"
 # These start and kill wrangler dev servers of their own (scripts/server.mjs).
 STORM_SUBSCRIBERS=1000 node --test --test-concurrency=1 --test-timeout=300000 tests/reliability/*.test.mjs

@@ -9,6 +9,12 @@ pub struct Config {
     pub history_limit: u64,
     pub batch_window_ms: u64,
     pub log_ttl_seconds: u64,
+    /// `HISTORY_BACKLOG_LIMIT`: unarchived rows at which publishes are
+    /// refused (`routing::archive::backlog_limit` applies the default).
+    pub history_backlog_limit: Option<u64>,
+    /// `TEST_FAIL_ARCHIVE=true` makes every archive write fail, for tests of
+    /// the backlog; ignored unless `ENVIRONMENT` is `development`.
+    pub fail_archive: bool,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -50,11 +56,10 @@ impl Config {
             history_limit: number(env, "HISTORY_LIMIT", 1000).max(1),
             batch_window_ms: number(env, "BATCH_WINDOW_MS", 0).min(10_000),
             log_ttl_seconds: number(env, "LOG_TTL_SECONDS", 7 * 24 * 3600),
+            history_backlog_limit: var(env, "HISTORY_BACKLOG_LIMIT")
+                .and_then(|v| v.trim().parse().ok()),
+            fail_archive: var(env, "TEST_FAIL_ARCHIVE").as_deref() == Some("true")
+                && var(env, "ENVIRONMENT").as_deref() == Some("development"),
         }
-    }
-
-    /// Rows SQLite may hold when the archive keeps failing.
-    pub fn hard_cap(&self) -> u64 {
-        self.history_limit.saturating_mul(20).max(10_000)
     }
 }

@@ -13,6 +13,8 @@ pub struct AppError {
     pub api: ApiError,
     /// For a 405, the methods the path allows: the `Allow` header.
     allow: Option<&'static [&'static str]>,
+    /// For a 503, seconds to wait: the `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -23,6 +25,7 @@ impl AppError {
                 message: message.into(),
             },
             allow: None,
+            retry_after: None,
         }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -54,6 +57,16 @@ impl AppError {
             ..Self::new(e.code, e.message)
         }
     }
+    /// A publish refused because archiving lags (nothing was stored).
+    pub fn history_backlog(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::HistoryBacklog,
+                "history archiving lags behind; nothing was stored, publish again later",
+            )
+        }
+    }
     /// A fault of ours: the cause goes to the log, the client gets no details.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         console_error!("internal error: {cause}");
@@ -68,6 +81,9 @@ impl AppError {
         let resp = json_response(self.api.status(), &self.api.body())?;
         if let Some(allowed) = self.allow {
             resp.headers().set("allow", &allowed.join(", "))?;
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers().set("retry-after", &secs.to_string())?;
         }
         Ok(resp)
     }

@@ -142,8 +142,8 @@ impl Store {
     }
 
     /// The newest stored seq, 0 when nothing was ever published. Rows leave
-    /// SQLite only through the archive (up to `archived_through`) or past the
-    /// hard cap (which keeps the newest rows), so the newest seq is the larger
+    /// SQLite only through the archive (up to `archived_through`), so the
+    /// newest seq is the larger
     /// of the newest row and the archive mark; it is not written per publish.
     /// Objects created before that kept it under `seq`, which still counts.
     pub fn latest_seq(&self) -> worker::Result<u64> {
@@ -167,11 +167,11 @@ impl Store {
         Ok(stored.max(max_row))
     }
 
-    /// Stores newly published commands and their idempotency keys. Older rows
-    /// leave only through the archive (`delete_through`), except past
-    /// `hard_cap` rows, a guard against unbounded growth when the archive
-    /// keeps failing.
-    pub fn append(&self, rows: &[StoredCommand], hard_cap: u64) -> worker::Result<()> {
+    /// Stores newly published commands and their idempotency keys. Rows
+    /// leave only through the archive (`delete_through`), never unarchived:
+    /// when the archive lags, the object refuses publishes instead
+    /// (`routing::archive::backlog_full`).
+    pub fn append(&self, rows: &[StoredCommand]) -> worker::Result<()> {
         let Some(last) = rows.last() else {
             return Ok(());
         };
@@ -203,15 +203,6 @@ impl Store {
             if let Some(key) = &c.id {
                 sql.exec3(UPSERT_ID, key, row.seq as f64, row.ts as f64)
                     .map_err(worker::Error::from)?;
-            }
-        }
-        if last.seq > hard_cap {
-            let cursor = self.sql.exec(
-                "DELETE FROM commands WHERE seq <= ?",
-                vec![int(last.seq - hard_cap)],
-            )?;
-            if cursor.rows_written() > 0 {
-                console_error!("history over its hard cap: dropped unarchived commands");
             }
         }
         if last.ts >= self.pruned_at.get().saturating_add(PRUNE_EVERY_MS) {

@@ -124,6 +124,9 @@ pub enum Input {
     Stored(Pending),
     /// Storing them failed: nothing was committed.
     StoreFailed(Pending),
+    /// The shell refused to store them because archiving lags (the history
+    /// backlog is full): nothing was stored or committed.
+    Backlogged(Pending),
     /// The alarm fired (early or repeated calls are harmless).
     Timeout,
 }
@@ -131,7 +134,12 @@ pub enum Input {
 /// The answer to the request that caused an input.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
-    Published { seqs: Vec<u64>, delivered: usize },
+    Published {
+        seqs: Vec<u64>,
+        delivered: usize,
+    },
+    /// The publish was refused: the history backlog is full.
+    Backlogged,
     Kicked,
     NoSuchClient,
 }
@@ -327,6 +335,18 @@ impl Hub {
                     self.close(now, client, CloseCode::Internal, &mut out);
                 }
             }
+            Input::Backlogged(pending) => match pending.origin {
+                Origin::Http => out.push(Effect::Reply(Reply::Backlogged)),
+                // Not the client's fault: an error frame, not a refused frame.
+                Origin::Client { client, r#ref } => {
+                    if self.clients.contains_key(&client) {
+                        let msg = "history archiving lags; publish again later";
+                        let frame =
+                            error_frame_json(ErrorCode::HistoryBacklog, msg, r#ref.as_deref());
+                        out.push(send(vec![client], frame));
+                    }
+                }
+            },
             Input::Timeout => self.timeout(now, &mut out),
         }
         out

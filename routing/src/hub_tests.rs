@@ -585,6 +585,50 @@ fn a_failed_store_commits_nothing_and_closes_a_publishing_socket() {
     );
 }
 
+/// A publish the shell refuses for the history backlog commits nothing: the
+/// HTTP caller gets `Backlogged`, a publishing socket an `error` frame with
+/// `history_backlog` and its ref, and stays connected (not a refused frame).
+#[test]
+fn a_backlogged_publish_commits_nothing_and_keeps_the_socket() {
+    let mut fx = Fx::new(0);
+    let p = fx.connect("p", &[">"], false, true);
+    let w = fx.connect("w", &[">"], false, false);
+    fx.take(p);
+    fx.take(w);
+    let cmd = crate::protocol::parse_command(&c("face", "smile")).unwrap();
+    let row = StoredCommand {
+        seq: 1,
+        ts: 0,
+        command: cmd,
+    };
+    let pending = |origin| Pending {
+        seqs: vec![1],
+        rows: vec![row.clone()],
+        origin,
+    };
+    fx.feed(0, Input::Backlogged(pending(Origin::Http)));
+    assert_eq!(fx.replies.pop(), Some(Reply::Backlogged));
+    let origin = Origin::Client {
+        client: p,
+        r#ref: Some("r1".into()),
+    };
+    for _ in 0..MAX_BAD_FRAMES + 1 {
+        fx.feed(0, Input::Backlogged(pending(origin.clone())));
+    }
+    assert_eq!(fx.hub().seq(), 0);
+    let frames = fx.take(p);
+    assert_eq!(frames.len() as u32, MAX_BAD_FRAMES + 1);
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["code"], "history_backlog");
+    assert_eq!(frames[0]["ref"], "r1");
+    assert!(fx.closed.is_empty(), "not counted as bad frames");
+    assert!(fx.take(w).is_empty(), "nothing delivered");
+    assert!(!fx
+        .logs
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Publish { .. })));
+}
+
 #[test]
 fn client_info_round_trips_as_attachment() {
     let info = ClientInfo {

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     UpgradeRequired,
     RateLimited,
     Internal,
+    /// 503: a publish refused because archiving lags (nothing was stored).
+    HistoryBacklog,
     /// Only in `error` frames: a client frame that is not a known message.
     BadMessage,
 }
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::HistoryBacklog => "history_backlog",
             ErrorCode::BadMessage => "bad_message",
         }
     }
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::HistoryBacklog => 503,
         }
     }
 }
@@ -89,6 +93,7 @@ impl ApiError {
         upgrade_required => UpgradeRequired,
         rate_limited => RateLimited,
         internal => Internal,
+        history_backlog => HistoryBacklog,
     );
 
     /// The HTTP status.

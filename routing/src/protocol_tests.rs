@@ -28,6 +28,7 @@ fn error_codes_and_statuses() {
         (ErrorCode::UpgradeRequired, "upgrade_required", 426),
         (ErrorCode::RateLimited, "rate_limited", 429),
         (ErrorCode::Internal, "internal", 500),
+        (ErrorCode::HistoryBacklog, "history_backlog", 503),
         (ErrorCode::BadMessage, "bad_message", 400),
     ];
     for (c, s, st) in table {

@@ -8,13 +8,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use routing::archive::next_page_ready;
+use routing::archive::{backlog_full, backlog_limit, next_page_ready, ArchiveLag};
 use routing::events::LogEvent;
 use routing::hub::{ClientKey, Effect, Hub, Input, Reply};
 use routing::tasks::Scheduler;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, WebSocket};
+use worker::{console_error, Storage, WebSocket};
 
 use super::attachment;
 use super::tasks::Task;
@@ -43,6 +43,12 @@ pub struct Core {
     pub logs: Vec<LogEvent>,
     pub archived_through: u64,
     pub page_size: u64,
+    /// Failed archive attempts and the retry the alarm waits for.
+    pub archive: ArchiveLag,
+    /// Unarchived rows at which publishes are refused.
+    pub backlog_limit: u64,
+    /// The object's storage, for arming the alarm from deferred tasks too.
+    pub storage: Rc<Storage>,
     pub tasks: Scheduler<Task>,
     /// Tasks to start once the current handler returns.
     pub to_start: Vec<Task>,
@@ -58,7 +64,13 @@ impl Core {
         config: Config,
         archived_through: u64,
         page_size: u64,
+        storage: Storage,
     ) -> Self {
+        let backlog_limit = backlog_limit(
+            config.history_backlog_limit,
+            config.history_limit,
+            page_size,
+        );
         Self {
             hub,
             store,
@@ -68,6 +80,9 @@ impl Core {
             logs: Vec::new(),
             archived_through,
             page_size,
+            archive: ArchiveLag::default(),
+            backlog_limit,
+            storage: Rc::new(storage),
             tasks: Scheduler::default(),
             to_start: Vec::new(),
             report_version: 0,
@@ -122,10 +137,17 @@ impl Core {
                         attachment::save(ws, info, self.hub.expires_at(client), &self.store);
                     }
                 }
+                Effect::Store(pending) if !pending.rows.is_empty() && self.backlogged() => {
+                    // Nothing unarchived is ever deleted, so when the archive
+                    // lags this far the publish is refused, nothing stored.
+                    let more = self.hub.handle(now, Input::Backlogged(pending));
+                    self.apply(now, more, replies);
+                    self.archive_if_due(now);
+                }
                 Effect::Store(pending) => {
                     // The same turn stores and delivers, so the runtime's
                     // output gate holds the frames until the rows are durable.
-                    let stored = self.store.append(&pending.rows, self.config.hard_cap());
+                    let stored = self.store.append(&pending.rows);
                     let next = match stored {
                         Ok(()) => Input::Stored(pending),
                         Err(e) => {
@@ -135,7 +157,7 @@ impl Core {
                     };
                     let more = self.hub.handle(now, next);
                     self.apply(now, more, replies);
-                    self.archive_if_due();
+                    self.archive_if_due(now);
                 }
                 Effect::Reply(reply) => replies.push(reply),
                 Effect::Log(event) => {
@@ -177,11 +199,27 @@ impl Core {
         }
     }
 
-    /// Asks for the archive task when a full page may leave SQLite.
-    fn archive_if_due(&mut self) {
+    /// Asks for the archive task when a full page may leave SQLite, unless
+    /// a failed attempt's retry is still waiting (the alarm starts that one).
+    pub fn archive_if_due(&mut self, now: u64) {
         let limit = self.config.history_limit;
-        if next_page_ready(self.archived_through, self.hub.seq(), limit, self.page_size).is_some() {
+        let ready = next_page_ready(self.archived_through, self.hub.seq(), limit, self.page_size);
+        if ready.is_some() && self.archive.may_run(now) {
             self.request(Task::Archive);
+        }
+    }
+
+    /// Whether the unarchived rows reached the backlog mark.
+    pub fn backlogged(&self) -> bool {
+        backlog_full(self.archived_through, self.hub.seq(), self.backlog_limit)
+    }
+
+    /// When the object next needs its alarm: the hub's next deadline or the
+    /// archive's retry, whichever is first.
+    pub fn next_alarm(&self) -> Option<u64> {
+        match (self.hub.poll_timeout(), self.archive.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }

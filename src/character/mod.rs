@@ -82,6 +82,9 @@ impl DurableObject for Character {
             // The runtime cleared the alarm that brought us here.
             core.alarm_at = None;
             core.feed(now, Input::Timeout);
+            if core.archive.take_due(now) {
+                core.archive_if_due(now);
+            }
             Ok(())
         });
         if let Err(e) = result {
@@ -163,37 +166,38 @@ impl Character {
     }
 
     /// After every event: start the deferred tasks it queued, and keep the
-    /// object's one alarm at the hub's next deadline.
+    /// object's one alarm at the next deadline.
     async fn settle(&self, now: u64) {
         tasks::start_queued(&self.core, &self.env);
-        self.sync_alarm(now).await;
+        sync_alarm(&self.core, now).await;
     }
+}
 
-    async fn sync_alarm(&self, now: u64) {
-        let wanted = {
-            let guard = self.core.borrow();
-            let Some(core) = guard.as_ref() else { return };
-            let next = core.hub.poll_timeout();
-            if next == core.alarm_at {
-                return;
-            }
-            next
-        };
-        let storage = self.state.storage();
-        let result = match wanted {
-            Some(at) => {
-                let delay = std::time::Duration::from_millis(at.saturating_sub(now));
-                storage.set_alarm(delay).await
-            }
-            None => storage.delete_alarm().await,
-        };
-        match result {
-            Ok(()) => {
-                if let Some(core) = self.core.borrow_mut().as_mut() {
-                    core.alarm_at = wanted;
-                }
-            }
-            Err(e) => console_error!("setting the alarm: {e}"),
+/// Keeps the object's one alarm at [`Core::next_alarm`]; also called by the
+/// archive task, whose failures move the retry.
+pub async fn sync_alarm(shared: &Shared, now: u64) {
+    let (wanted, storage) = {
+        let guard = shared.borrow();
+        let Some(core) = guard.as_ref() else { return };
+        let next = core.next_alarm();
+        if next == core.alarm_at {
+            return;
         }
+        (next, Rc::clone(&core.storage))
+    };
+    let result = match wanted {
+        Some(at) => {
+            let delay = std::time::Duration::from_millis(at.saturating_sub(now));
+            storage.set_alarm(delay).await
+        }
+        None => storage.delete_alarm().await,
+    };
+    match result {
+        Ok(()) => {
+            if let Some(core) = shared.borrow_mut().as_mut() {
+                core.alarm_at = wanted;
+            }
+        }
+        Err(e) => console_error!("setting the alarm: {e}"),
     }
 }

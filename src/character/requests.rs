@@ -4,7 +4,7 @@
 //! driven by the sans-IO `routing::reader::Reader`: it says which KV pages or
 //! SQLite rows it needs next, this file only performs the reads.
 
-use routing::archive::page_key;
+use routing::archive::{page_key, unarchived};
 use routing::hub::{ClientInfo, Input, Reply, Resume};
 use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
 use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
@@ -109,8 +109,14 @@ impl Character {
         let commands = parse_publish_body(body)?;
         self.with_core(now, |core| {
             let replies = core.feed(now, Input::Publish { commands });
-            let Some(Reply::Published { seqs, delivered }) = replies.into_iter().next() else {
-                return Err(AppError::internal("the publish was not stored"));
+            let (seqs, delivered) = match replies.into_iter().next() {
+                Some(Reply::Published { seqs, delivered }) => (seqs, delivered),
+                Some(Reply::Backlogged) => {
+                    return Err(AppError::history_backlog(
+                        core.archive.retry_after_secs(now),
+                    ))
+                }
+                _ => return Err(AppError::internal("the publish was not stored")),
             };
             let answer = PublishAnswer {
                 character: core.hub.character().as_str().to_string(),
@@ -223,6 +229,12 @@ impl Character {
                 "epoch": core.hub.epoch(),
                 "seq": core.hub.seq(),
                 "subscribers": subscribers,
+                "archive": {
+                    "unarchived": unarchived(core.archived_through, core.hub.seq()),
+                    "backlog_limit": core.backlog_limit,
+                    "failures": core.archive.failures,
+                    "retry_at": core.archive.retry_at,
+                },
             });
             Ok(json_response(200, &body.to_string())?)
         })

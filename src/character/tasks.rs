@@ -1,11 +1,14 @@
 //! Deferred work that must not slow a publish: event-log flushes to KV,
 //! subscriber reports to the registry and moving full history pages to the
-//! KV archive. Each kind is coalesced by `routing::tasks::Scheduler`: at most
+//! KV archive. A failed archive attempt is retried with exponential backoff
+//! (`routing::archive::ArchiveLag`) from the object's alarm, and logged.
+//! Each kind is coalesced by `routing::tasks::Scheduler`: at most
 //! one run at a time, and one more run when it was asked for meanwhile.
 
 use std::time::Duration;
 
-use routing::archive::{encode_page, next_page_ready, page_key, page_of};
+use routing::archive::{encode_page, next_page_ready, page_key, page_of, unarchived};
+use routing::events::LogEvent;
 use routing::wire::{path, RegistryReport};
 use worker::{console_error, Delay, Env, Method, Request, Result};
 
@@ -56,7 +59,11 @@ fn spawn(shared: Shared, env: Env, task: Task) {
         let result = match task {
             Task::FlushLogs => flush_logs(&shared, &env).await,
             Task::Report => report(&shared, &env).await,
-            Task::Archive => archive_pages(&shared, &env).await,
+            Task::Archive => {
+                let result = archive_pages(&shared, &env).await;
+                archive_settled(&shared, &result);
+                result
+            }
         };
         if let Err(e) = result {
             console_error!("{task:?}: {e}");
@@ -68,7 +75,46 @@ fn spawn(shared: Shared, env: Env, task: Task) {
         }
         // Work asked for while this task ran (its own next run included).
         start_queued(&shared, &env);
+        if task == Task::Archive {
+            super::sync_alarm(&shared, super::now_ms()).await;
+        }
     });
+}
+
+/// Records how an archive attempt went: a failure schedules the retry
+/// (1 s, doubling to a minute) and logs `archive_failed`; the first success
+/// after failures logs `archive_recovered`.
+fn archive_settled(shared: &Shared, result: &Result<()>) {
+    let now = super::now_ms();
+    let mut guard = shared.borrow_mut();
+    let Some(core) = guard.as_mut() else {
+        return;
+    };
+    let character = core.hub.character().as_str().to_string();
+    let backlog = unarchived(core.archived_through, core.hub.seq());
+    let event = match result {
+        Ok(()) => {
+            if !core.archive.succeeded() {
+                return;
+            }
+            let mut event = LogEvent::new(now, "archive_recovered", Some(&character));
+            event.detail = Some(serde_json::json!({ "unarchived": backlog }));
+            event
+        }
+        Err(e) => {
+            let retry_at = core.archive.failed(now);
+            let mut event = LogEvent::new(now, "archive_failed", Some(&character));
+            event.detail = Some(serde_json::json!({
+                "error": e.to_string(),
+                "failures": core.archive.failures,
+                "unarchived": backlog,
+                "retry_at": retry_at,
+            }));
+            event
+        }
+    };
+    core.logs.push(event);
+    core.request(Task::FlushLogs);
 }
 
 async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
@@ -130,6 +176,11 @@ async fn archive_pages(shared: &Shared, env: &Env) -> Result<()> {
             let limit = core.config.history_limit;
             match next_page_ready(core.archived_through, core.hub.seq(), limit, core.page_size) {
                 None => None,
+                Some(_) if core.config.fail_archive => {
+                    return Err(worker::Error::RustError(
+                        "archive writes fail (TEST_FAIL_ARCHIVE)".into(),
+                    ));
+                }
                 Some((from, to)) => {
                     let rows = core.store.range(from, to)?;
                     let key = page_key(

@@ -62,7 +62,8 @@ impl Character {
         for row in store.recent_ids(now)? {
             hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
         }
-        let mut core = Core::new(hub, store, config, archived_through, page_size);
+        let storage = self.state.storage();
+        let mut core = Core::new(hub, store, config, archived_through, page_size, storage);
         let mut restored = 0usize;
         for ws in self.state.get_websockets() {
             match attachment::restore(&ws, &core.store) {
@@ -83,6 +84,9 @@ impl Character {
                 }
             }
         }
+        // Catch up with an archive that lagged before the restart, which no
+        // publish would start while the backlog refuses them.
+        core.archive_if_due(now);
         if restored > 0 {
             worker::console_log!(
                 "character {name}: woke with {restored} sockets, restored from their attachments"
