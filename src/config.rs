@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use routing::catalogue::DEFAULT_MAX_SUBSCRIBERS;
 use worker::Env;
 
 #[derive(Clone, Debug)]
@@ -15,6 +16,8 @@ pub struct Config {
     /// `TEST_FAIL_ARCHIVE=true` makes every archive write fail, for tests of
     /// the backlog; ignored unless `ENVIRONMENT` is `development`.
     pub fail_archive: bool,
+    /// `MAX_SUBSCRIBERS`: most sockets per character.
+    pub max_subscribers: usize,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -58,6 +61,8 @@ impl Config {
             log_ttl_seconds: number(env, "LOG_TTL_SECONDS", 7 * 24 * 3600),
             history_backlog_limit: var(env, "HISTORY_BACKLOG_LIMIT")
                 .and_then(|v| v.trim().parse().ok()),
+            max_subscribers: number(env, "MAX_SUBSCRIBERS", DEFAULT_MAX_SUBSCRIBERS as u64).max(1)
+                as usize,
             fail_archive: var(env, "TEST_FAIL_ARCHIVE").as_deref() == Some("true")
                 && var(env, "ENVIRONMENT").as_deref() == Some("development"),
         }

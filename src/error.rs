@@ -67,6 +67,17 @@ impl AppError {
             )
         }
     }
+    /// A subscribe refused before the upgrade: the character holds its
+    /// maximum of sockets.
+    pub fn character_full(max: usize, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::CharacterFull,
+                format!("this character holds its maximum of {max} sockets; try again later"),
+            )
+        }
+    }
     /// A fault of ours: the cause goes to the log, the client gets no details.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         console_error!("internal error: {cause}");

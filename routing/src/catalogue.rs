@@ -94,6 +94,22 @@ pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_FILTERS: usize = 32;
 /// Longest batching window a deployment may configure.
 pub const MAX_BATCH_WINDOW_MS: u64 = 10_000;
+/// Most idempotency ids one character's hub holds. Past it the oldest id is
+/// forgotten before its window ends, so publishing it again within its 5
+/// minutes may be stored and delivered again.
+pub const MAX_IDEMPOTENCY_IDS: usize = 10_000;
+/// Presence `join`/`leave` frames are sent only while the character has at
+/// most this many sockets (counting the one joining, before a leave): each is
+/// one frame to every presence socket, so a crowd would make every connect
+/// and disconnect cost a fan-out.
+pub const MAX_PRESENCE_SOCKETS: usize = 256;
+/// Largest `batch` frame: a window's frames for one socket are split over
+/// several `batch` frames below it (Cloudflare's WebSocket messages are at
+/// most 1 MiB).
+pub const MAX_BATCH_FRAME_BYTES: usize = 512 * 1024;
+/// Default most sockets per character (`MAX_SUBSCRIBERS`); a subscribe past
+/// it is refused with 503 `character_full` before the upgrade.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

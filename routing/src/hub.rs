@@ -14,7 +14,8 @@
 //! [`Input::Stored`], which commits and delivers.
 
 use crate::catalogue::{
-    echo_close_code, CloseCode, IDEMPOTENCY_WINDOW_MS, MAX_BAD_FRAMES, MAX_FILTERS,
+    echo_close_code, CloseCode, IDEMPOTENCY_WINDOW_MS, MAX_BAD_FRAMES, MAX_BATCH_FRAME_BYTES,
+    MAX_FILTERS, MAX_IDEMPOTENCY_IDS, MAX_PRESENCE_SOCKETS,
 };
 use crate::events::{DisconnectReason, Event, EventKind};
 use crate::protocol::{
@@ -228,8 +229,28 @@ impl Hub {
     /// Re-learns a recent idempotency key on wake (from stored history);
     /// part of building the hub, before any input.
     pub fn restore_idempotency(&mut self, id: String, seq: u64, ts: u64) {
+        self.remember_id(id, seq, ts);
+    }
+
+    /// Records an id's first publish, forgetting the oldest ids past
+    /// [`MAX_IDEMPOTENCY_IDS`].
+    fn remember_id(&mut self, id: String, seq: u64, ts: u64) {
         self.idempotency.insert(id.clone(), (seq, ts));
         self.idempotency_order.push_back((id, ts));
+        while self.idempotency.len() > MAX_IDEMPOTENCY_IDS {
+            let Some((old, at)) = self.idempotency_order.pop_front() else {
+                break;
+            };
+            // An entry whose id was recorded again later is stale: skip it.
+            if self.idempotency.get(&old).map(|e| e.1) == Some(at) {
+                self.idempotency.remove(&old);
+            }
+        }
+    }
+
+    /// Idempotency ids held (at most [`MAX_IDEMPOTENCY_IDS`]).
+    pub fn idempotency_len(&self) -> usize {
+        self.idempotency.len()
     }
 
     pub fn seq(&self) -> u64 {
@@ -264,6 +285,12 @@ impl Hub {
     /// Connected sockets (the presence `count`).
     pub fn subscriber_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Whether a new socket must be refused: the character already holds
+    /// `max` (the `MAX_SUBSCRIBERS` var).
+    pub fn is_full(&self, max: usize) -> bool {
+        self.clients.len() >= max
     }
 
     /// Filter -> number of sockets holding it.
@@ -444,13 +471,22 @@ impl Hub {
         out.push(Effect::SubscribersChanged);
     }
 
-    /// Presence frame to every presence socket except `except`.
+    /// Presence frame to every presence socket except `except`, while the
+    /// character has at most [`MAX_PRESENCE_SOCKETS`] sockets (counting the
+    /// one that joins or leaves).
     fn presence(
         &self,
         event: PresenceEvent,
         who: &ClientInfo,
         except: ClientKey,
     ) -> Option<Effect> {
+        let sockets = match event {
+            PresenceEvent::Join => self.clients.len(),
+            PresenceEvent::Leave => self.clients.len() + 1,
+        };
+        if sockets > MAX_PRESENCE_SOCKETS {
+            return None;
+        }
         let to: Vec<ClientKey> = self
             .clients
             .iter()
@@ -563,8 +599,7 @@ impl Hub {
             }
             self.seq = row.seq;
             if let Some(id) = &row.command.id {
-                self.idempotency.insert(id.clone(), (row.seq, row.ts));
-                self.idempotency_order.push_back((id.clone(), row.ts));
+                self.remember_id(id.clone(), row.seq, row.ts);
             }
             let to = self.subs.matching(&row.command.topic);
             if to.is_empty() {
@@ -644,8 +679,9 @@ impl Hub {
     }
 
     /// Batching: one `batch` frame per socket with pending frames (in seq
-    /// order, even if it holds a single command); sockets with identical
-    /// lists share one `Send`.
+    /// order, even if it holds a single command), or several in seq order
+    /// when they would pass [`MAX_BATCH_FRAME_BYTES`]; sockets with
+    /// identical lists share one `Send`.
     fn flush(&mut self, out: &mut Vec<Effect>) {
         self.flush_at = None;
         let pending = std::mem::take(&mut self.pending);
@@ -662,8 +698,10 @@ impl Hub {
             }
         }
         for (frames, to) in groups {
-            let refs: Vec<&str> = frames.iter().map(|f| &**f).collect();
-            out.push(send(to, batch_frame_json(&self.character, &refs)));
+            for chunk in batch_chunks(&self.character, &frames) {
+                let refs: Vec<&str> = chunk.iter().map(|f| &**f).collect();
+                out.push(send(to.clone(), batch_frame_json(&self.character, &refs)));
+            }
         }
     }
 
@@ -758,6 +796,27 @@ impl Hub {
             self.close(now, key, CloseCode::BadFrames, out);
         }
     }
+}
+
+/// Splits `frames` (in order) into runs whose `batch` frame stays within
+/// [`MAX_BATCH_FRAME_BYTES`]; a frame too large to share one goes alone.
+fn batch_chunks<'a>(character: &CharacterId, frames: &'a [Rc<str>]) -> Vec<&'a [Rc<str>]> {
+    // `{"type":"batch","character":"…","commands":[` and `]}`.
+    let overhead = character.as_str().len() + 48;
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, overhead);
+    for (i, f) in frames.iter().enumerate() {
+        let more = f.len() + 1;
+        if i > start && size + more > MAX_BATCH_FRAME_BYTES {
+            chunks.push(&frames[start..i]);
+            (start, size) = (i, overhead);
+        }
+        size += more;
+    }
+    if start < frames.len() {
+        chunks.push(&frames[start..]);
+    }
+    chunks
 }
 
 fn send(to: Vec<ClientKey>, text: String) -> Effect {

@@ -1033,3 +1033,196 @@ fn a_recorded_session_replays_to_the_recorded_effects() {
         "effects differ from {path}; diff it, then BLESS=1 if intended:\n{got}"
     );
 }
+
+/// Idempotency ids are bounded: past the cap the oldest is forgotten (so it
+/// may be delivered again within its window), the newest still dedup, and
+/// ids restored on wake obey the same cap.
+#[test]
+fn idempotency_ids_are_capped_oldest_first() {
+    use crate::catalogue::MAX_IDEMPOTENCY_IDS;
+    let mut fx = Fx::new(0);
+    let total = MAX_IDEMPOTENCY_IDS + 150;
+    let mut published = 0;
+    while published < total {
+        let batch: Vec<Value> = (published..(published + 100).min(total))
+            .map(|i| json!({"topic": "face", "name": "smile", "id": format!("id-{i}")}))
+            .collect();
+        published += batch.len();
+        fx.publish(batch, 1_000);
+    }
+    assert_eq!(fx.hub().seq(), total as u64);
+    assert_eq!(fx.hub().idempotency_len(), MAX_IDEMPOTENCY_IDS);
+    let newest = json!({"topic": "face", "name": "smile", "id": format!("id-{}", total - 1)});
+    assert_eq!(
+        fx.publish(vec![newest], 2_000).0,
+        vec![total as u64],
+        "still known"
+    );
+    let oldest = json!({"topic": "face", "name": "smile", "id": "id-0"});
+    assert_eq!(
+        fx.publish(vec![oldest], 2_000).0,
+        vec![total as u64 + 1],
+        "evicted within its window: published again"
+    );
+    assert_eq!(fx.hub().idempotency_len(), MAX_IDEMPOTENCY_IDS);
+
+    let mut hub = Hub::new(CharacterId::parse("x").unwrap(), "e".into(), 0, 0);
+    for i in 0..MAX_IDEMPOTENCY_IDS + 10 {
+        hub.restore_idempotency(format!("r{i}"), i as u64 + 1, 5);
+    }
+    assert_eq!(hub.idempotency_len(), MAX_IDEMPOTENCY_IDS);
+}
+
+/// An id that expired and was published again leaves a stale entry in the
+/// eviction order; evicting that entry must not forget the live id.
+#[test]
+fn evicting_a_stale_entry_keeps_the_id_published_again() {
+    use crate::catalogue::MAX_IDEMPOTENCY_IDS;
+    let mut fx = Fx::new(0);
+    let id = |i: usize| json!({"topic": "face", "name": "smile", "id": format!("id-{i}")});
+    fx.publish(vec![id(0)], 0);
+    let later = IDEMPOTENCY_WINDOW_MS + 1;
+    assert_eq!(
+        fx.publish(vec![id(0)], later).0,
+        vec![2],
+        "expired: new seq"
+    );
+    let mut n = 1;
+    while n < MAX_IDEMPOTENCY_IDS {
+        let batch: Vec<Value> = (n..(n + 100).min(MAX_IDEMPOTENCY_IDS)).map(id).collect();
+        n += batch.len();
+        fx.publish(batch, later);
+    }
+    assert_eq!(fx.hub().idempotency_len(), MAX_IDEMPOTENCY_IDS);
+    assert_eq!(fx.publish(vec![id(0)], later).0, vec![2], "still deduped");
+}
+
+/// Presence frames go out only while the character has at most
+/// MAX_PRESENCE_SOCKETS sockets, joins and leaves alike.
+#[test]
+fn presence_frames_stop_past_the_socket_bound() {
+    use crate::catalogue::MAX_PRESENCE_SOCKETS;
+    let mut fx = Fx::new(0);
+    let watcher = fx.connect("w", &[">"], true, false);
+    for i in 1..MAX_PRESENCE_SOCKETS {
+        fx.connect(&format!("c{i}"), &[">"], false, false);
+    }
+    let joins = |fx: &mut Fx| {
+        fx.take(watcher)
+            .iter()
+            .filter(|f| f["type"] == "presence")
+            .map(|f| {
+                (
+                    f["event"].as_str().unwrap().to_string(),
+                    f["count"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let seen = joins(&mut fx);
+    assert_eq!(seen.len(), MAX_PRESENCE_SOCKETS - 1);
+    assert_eq!(seen.last().unwrap().1, MAX_PRESENCE_SOCKETS as u64);
+    let over = fx.connect("over", &[">"], false, false);
+    assert!(joins(&mut fx).is_empty(), "no join past the bound");
+    fx.gone(over, 0);
+    assert!(joins(&mut fx).is_empty(), "no leave from past the bound");
+    let last = fx
+        .hub()
+        .key_of(&format!("c{}", MAX_PRESENCE_SOCKETS - 1))
+        .unwrap();
+    fx.gone(last, 0);
+    assert_eq!(
+        joins(&mut fx),
+        vec![("leave".to_string(), MAX_PRESENCE_SOCKETS as u64 - 1)]
+    );
+}
+
+/// A window's frames for a socket too large for one message are split over
+/// several `batch` frames, each within MAX_BATCH_FRAME_BYTES, in seq order,
+/// still shared by sockets with the same list.
+#[test]
+fn large_batches_are_split_below_the_message_limit() {
+    use crate::catalogue::MAX_BATCH_FRAME_BYTES;
+    let mut fx = Fx::new(50);
+    let a = fx.connect("a", &[">"], false, false);
+    let b = fx.connect("b", &[">"], false, false);
+    fx.take(a);
+    fx.take(b);
+    let text = "x".repeat(15_000);
+    for i in 0..25 {
+        let batch: Vec<Value> = (0..4)
+            .map(|_| json!({"topic": "face", "name": "talk", "params": {"text": text}}))
+            .collect();
+        fx.publish(batch, 10 + i);
+    }
+    fx.feed(100, Input::Timeout);
+    let sends: Vec<(Vec<ClientKey>, usize)> = fx
+        .record
+        .last()
+        .unwrap()
+        .2
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, text } => Some((to.clone(), text.len())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sends.len() >= 3,
+        "1.5 MB of frames in {} sends",
+        sends.len()
+    );
+    for (to, len) in &sends {
+        assert_eq!(to, &vec![a, b]);
+        assert!(*len <= MAX_BATCH_FRAME_BYTES, "{len} bytes");
+    }
+    assert!(fx.inbox[&a].iter().all(|f| f["type"] == "batch"));
+    assert_eq!(fx.seqs(a), (1..=100).collect::<Vec<u64>>());
+    assert_eq!(fx.seqs(b), fx.seqs(a));
+    // A small window still goes out as one frame.
+    fx.publish(vec![c("face", "smile")], 200);
+    fx.feed(250, Input::Timeout);
+    assert_eq!(fx.record.last().unwrap().2.len(), 1);
+}
+
+/// A send the runtime refused is fed back as `Gone { how: Error }`: the
+/// socket is closed with 1011, logged once as a socket error, gets nothing
+/// more, and its later close event changes nothing.
+#[test]
+fn a_failed_send_ends_the_socket_once() {
+    let mut fx = Fx::new(0);
+    let bad = fx.connect("bad", &[">"], false, false);
+    let ok = fx.connect("ok", &[">"], true, false);
+    fx.take(ok);
+    fx.publish(vec![c("face", "smile")], 1);
+    fx.feed(
+        1,
+        Input::Gone {
+            client: bad,
+            how: Gone::Error,
+        },
+    );
+    assert_eq!(fx.closed.get(&bad), Some(&1011));
+    assert_eq!(fx.publish(vec![c("face", "smile")], 2).1, 1, "only `ok`");
+    fx.gone(bad, 3);
+    assert_eq!(
+        fx.disconnects("bad"),
+        vec![DisconnectReason::SocketError],
+        "logged once"
+    );
+    assert!(fx.take(ok).iter().any(|f| f["event"] == "leave"));
+}
+
+/// The subscriber bound counts connected sockets; a socket that leaves
+/// frees its place.
+#[test]
+fn the_character_is_full_at_its_maximum_of_sockets() {
+    let mut fx = Fx::new(0);
+    assert!(fx.hub().is_full(0));
+    let a = fx.connect("a", &[">"], false, false);
+    fx.connect("b", &[">"], false, false);
+    assert!(!fx.hub().is_full(3));
+    assert!(fx.hub().is_full(2));
+    fx.gone(a, 0);
+    assert!(!fx.hub().is_full(2));
+}

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     Internal,
     /// 503: a publish refused because archiving lags (nothing was stored).
     HistoryBacklog,
+    /// 503: a subscribe refused before the upgrade: the character holds its
+    /// maximum of sockets.
+    CharacterFull,
     /// Only in `error` frames: a client frame that is not a known message.
     BadMessage,
 }
@@ -45,6 +48,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::HistoryBacklog => "history_backlog",
+            ErrorCode::CharacterFull => "character_full",
             ErrorCode::BadMessage => "bad_message",
         }
     }
@@ -61,7 +65,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::HistoryBacklog => 503,
+            ErrorCode::HistoryBacklog | ErrorCode::CharacterFull => 503,
         }
     }
 }
@@ -94,6 +98,7 @@ impl ApiError {
         rate_limited => RateLimited,
         internal => Internal,
         history_backlog => HistoryBacklog,
+        character_full => CharacterFull,
     );
 
     /// The HTTP status.

@@ -29,6 +29,7 @@ fn error_codes_and_statuses() {
         (ErrorCode::RateLimited, "rate_limited", 429),
         (ErrorCode::Internal, "internal", 500),
         (ErrorCode::HistoryBacklog, "history_backlog", 503),
+        (ErrorCode::CharacterFull, "character_full", 503),
         (ErrorCode::BadMessage, "bad_message", 400),
     ];
     for (c, s, st) in table {

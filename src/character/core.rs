@@ -10,18 +10,23 @@ use std::rc::Rc;
 
 use routing::archive::{backlog_full, backlog_limit, next_page_ready, ArchiveLag};
 use routing::events::LogEvent;
-use routing::hub::{ClientKey, Effect, Hub, Input, Reply};
+use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Reply};
 use routing::tasks::Scheduler;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, Storage, WebSocket};
+use worker::{console_error, console_warn, Storage, WebSocket};
 
 use super::attachment;
 use super::tasks::Task;
 use crate::config::Config;
+use crate::error::AppError;
+use crate::forward::js_message;
 use crate::store::Store;
 
 pub type Shared = Rc<RefCell<Option<Core>>>;
+
+/// `Retry-After` of a subscribe refused with `character_full`.
+const CHARACTER_FULL_RETRY_SECS: u64 = 5;
 
 #[wasm_bindgen]
 extern "C" {
@@ -124,7 +129,20 @@ impl Core {
     fn apply(&mut self, now: u64, effects: Vec<Effect>, replies: &mut Vec<Reply>) {
         for effect in effects {
             match effect {
-                Effect::Send { to, text } => self.send(&to, &text),
+                Effect::Send { to, text } => {
+                    // A socket the runtime refused to send to is ended at
+                    // once (logged once, as a socket error), not ignored.
+                    for client in self.send(&to, &text) {
+                        let more = self.hub.handle(
+                            now,
+                            Input::Gone {
+                                client,
+                                how: Gone::Error,
+                            },
+                        );
+                        self.apply(now, more, replies);
+                    }
+                }
                 Effect::Close {
                     client,
                     code,
@@ -171,18 +189,23 @@ impl Core {
 
     /// One JS string per frame, shared by every recipient: a
     /// `send_with_str` per socket would copy the text out of wasm memory
-    /// once per socket.
-    fn send(&self, to: &[ClientKey], text: &str) {
+    /// once per socket. Returns the sockets whose send failed.
+    fn send(&self, to: &[ClientKey], text: &str) -> Vec<ClientKey> {
         let js = JsValue::from_str(text);
+        let mut failed = Vec::new();
         for key in to {
             if let Some(ws) = self.sockets.get(key) {
-                // A socket that closed under us is reaped by its close event.
-                let _ = ws
+                let sent = ws
                     .as_ref()
                     .unchecked_ref::<SharedTextSocket>()
                     .send_shared(&js);
+                if let Err(e) = sent {
+                    console_warn!("send failed, ending the socket: {}", js_message(&e));
+                    failed.push(*key);
+                }
             }
         }
+        failed
     }
 
     /// The hub has forgotten the client: close its socket and forget it too.
@@ -207,6 +230,16 @@ impl Core {
         if ready.is_some() && self.archive.may_run(now) {
             self.request(Task::Archive);
         }
+    }
+
+    /// Refuses a new socket, before any upgrade, when the character holds
+    /// `MAX_SUBSCRIBERS` already.
+    pub fn admit(&self) -> Result<(), AppError> {
+        let max = self.config.max_subscribers;
+        if self.hub.is_full(max) {
+            return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
+        }
+        Ok(())
     }
 
     /// Whether the unarchived rows reached the backlog mark.

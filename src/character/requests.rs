@@ -60,6 +60,7 @@ impl Character {
         facts: SubscribeFacts,
     ) -> AppResult<Response> {
         let query = parse_subscribe_query(pairs)?;
+        self.with_core(now, |core| core.admit())?;
         let info = ClientInfo {
             client_id: random_hex(4),
             user: facts.user,
@@ -84,6 +85,8 @@ impl Character {
             }
             None => None,
         };
+        // Again after the resume read's awaits, in the turn that accepts.
+        self.with_core(now, |core| core.admit())?;
         let pair = WebSocketPair::new()?;
         self.state
             .accept_websocket_with_tags(&pair.server, &[info.client_id.as_str()]);

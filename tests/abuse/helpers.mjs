@@ -50,8 +50,8 @@ export function open(base, character, query = {}) {
   const url = `${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe${qs ? "?" + qs : ""}`;
   const ws = new WebSocket(url, { closeTimeout: 500, handshakeTimeout: 15_000 });
   sockets.add(ws);
-  const c = { ws, frames: [], closed: null };
-  ws.on("message", (d) => c.frames.push(JSON.parse(d.toString())));
+  const c = { ws, frames: [], sizes: [], closed: null };
+  ws.on("message", (d) => { c.sizes.push(d.length); c.frames.push(JSON.parse(d.toString())); });
   ws.on("close", (code) => { c.closed = code; sockets.delete(ws); });
   return new Promise((resolve, reject) => {
     ws.once("unexpected-response", (_req, res) => {
