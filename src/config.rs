@@ -18,6 +18,9 @@ pub struct Config {
     pub fail_archive: bool,
     /// `MAX_SUBSCRIBERS`: most sockets per character.
     pub max_subscribers: usize,
+    /// How long a registry entry counts without a refresh (objects refresh
+    /// at half of it while they have subscribers).
+    pub registry_lease_ms: u64,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -65,6 +68,7 @@ impl Config {
                 as usize,
             fail_archive: var(env, "TEST_FAIL_ARCHIVE").as_deref() == Some("true")
                 && var(env, "ENVIRONMENT").as_deref() == Some("development"),
+            registry_lease_ms: number(env, "REGISTRY_LEASE_SECONDS", 600).clamp(2, 86_400) * 1000,
         }
     }
 }

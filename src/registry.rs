@@ -2,7 +2,10 @@
 //! subscribers, so the admin listing reads one place instead of waking every
 //! character. Character objects report their subscriber summary (coalesced)
 //! whenever it changes; each report carries a version so a late report never
-//! overwrites a newer one.
+//! overwrites a newer one. Each entry is a lease: it counts until its
+//! object's next refresh is overdue, so the sockets of an object that died
+//! with its runtime (a crash, a deploy) leave the listing by themselves
+//! within one lease, even if nobody wakes that character again.
 
 use routing::wire::{path, RegistryReport};
 use serde::Deserialize;
@@ -27,6 +30,11 @@ struct Row {
     character: String,
     subscribers: f64,
     topics: String,
+}
+
+/// The registry's clock, ms since the Unix epoch.
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
 }
 
 #[derive(Deserialize)]
@@ -57,9 +65,12 @@ impl DurableObject for Registry {
 }
 
 fn ensure_table(sql: &SqlStorage) -> worker::Result<()> {
+    // The listing before leases (no expiry); its rows are reported again
+    // within one refresh interval.
+    sql.exec("DROP TABLE IF EXISTS characters", None)?;
     sql.exec(
-        "CREATE TABLE IF NOT EXISTS characters (character TEXT PRIMARY KEY, subscribers INTEGER NOT NULL, \
-         topics TEXT NOT NULL, version INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS leases (character TEXT PRIMARY KEY, subscribers INTEGER NOT NULL, \
+         topics TEXT NOT NULL, version INTEGER NOT NULL, lease_until INTEGER NOT NULL)",
         None,
     )?;
     Ok(())
@@ -69,7 +80,7 @@ fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppEr
     ensure_table(sql)?;
     let known: Vec<VersionRow> = sql
         .exec(
-            "SELECT version FROM characters WHERE character = ?",
+            "SELECT version FROM leases WHERE character = ?",
             vec![r.character.as_str().into()],
         )?
         .to_array()?;
@@ -78,20 +89,22 @@ fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppEr
     }
     if r.subscribers == 0 {
         sql.exec(
-            "DELETE FROM characters WHERE character = ?",
+            "DELETE FROM leases WHERE character = ?",
             vec![r.character.as_str().into()],
         )?;
     } else {
         let topics = serde_json::to_string(&r.topics).map_err(AppError::internal)?;
+        let lease_until = now_ms().saturating_add(r.lease_ms);
         sql.exec(
-            "INSERT INTO characters (character, subscribers, topics, version) VALUES (?, ?, ?, ?) \
+            "INSERT INTO leases (character, subscribers, topics, version, lease_until) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT(character) DO UPDATE SET subscribers = excluded.subscribers, \
-             topics = excluded.topics, version = excluded.version",
+             topics = excluded.topics, version = excluded.version, lease_until = excluded.lease_until",
             vec![
                 r.character.as_str().into(),
                 (r.subscribers as i64).into(),
                 topics.into(),
                 (r.version as i64).into(),
+                (lease_until as i64).into(),
             ],
         )?;
     }
@@ -100,9 +113,12 @@ fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppEr
 
 fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
     ensure_table(sql)?;
+    // Expired leases: their objects stopped refreshing (their sockets died).
+    let now = (now_ms() as i64).into();
+    sql.exec("DELETE FROM leases WHERE lease_until <= ?", vec![now])?;
     let rows: Vec<Row> = sql
         .exec(
-            "SELECT character, subscribers, topics FROM characters WHERE subscribers > 0 ORDER BY character",
+            "SELECT character, subscribers, topics FROM leases WHERE subscribers > 0 ORDER BY character",
             None,
         )?
         .to_array()?;

@@ -246,6 +246,12 @@ impl Store {
         self.set_meta("archived_through", &to.to_string())
     }
 
+    pub fn delete_meta(&self, key: &str) -> worker::Result<()> {
+        self.sql
+            .exec("DELETE FROM meta WHERE key = ?", vec![key.into()])?;
+        Ok(())
+    }
+
     pub fn meta_u64(&self, key: &str) -> worker::Result<Option<u64>> {
         Ok(self.meta(key)?.and_then(|v| v.parse().ok()))
     }

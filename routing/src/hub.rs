@@ -199,6 +199,10 @@ pub struct Hub {
     /// Batching: frames waiting for the flush at `flush_at`, per client.
     pending: BTreeMap<ClientKey, Vec<Rc<str>>>,
     flush_at: Option<u64>,
+    /// While clients are connected, the subscriber summary is reported again
+    /// this often (the registry's lease refresh); 0 = never.
+    refresh_every_ms: u64,
+    refresh_at: Option<u64>,
 }
 
 impl Hub {
@@ -223,7 +227,17 @@ impl Hub {
             idempotency_order: VecDeque::new(),
             pending: BTreeMap::new(),
             flush_at: None,
+            refresh_every_ms: 0,
+            refresh_at: None,
         }
+    }
+
+    /// Reports the subscriber summary again every `every_ms` while clients
+    /// are connected (0 = only on change): the registry's entries are leases
+    /// that lapse when their object stops refreshing them.
+    pub fn with_refresh(mut self, every_ms: u64) -> Hub {
+        self.refresh_every_ms = every_ms;
+        self
     }
 
     /// Re-learns a recent idempotency key on wake (from stored history);
@@ -307,10 +321,10 @@ impl Hub {
     /// or token expiry.
     pub fn poll_timeout(&self) -> Option<u64> {
         let expiry = self.expiry.first().map(|(at, _)| *at);
-        match (expiry, self.flush_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [expiry, self.flush_at, self.refresh_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The one entry point: what `input` at `now` (ms since the Unix epoch)
@@ -322,7 +336,10 @@ impl Hub {
                 client,
                 info,
                 expires_at,
-            } => self.register(client, info, expires_at),
+            } => {
+                self.register(client, info, expires_at);
+                self.arm_refresh(now);
+            }
             Input::Connect {
                 client,
                 info,
@@ -413,10 +430,20 @@ impl Hub {
         if let Some(at) = c.expires_at {
             self.expiry.remove(&(at, key));
         }
+        if self.clients.is_empty() {
+            self.refresh_at = None;
+        }
         if self.by_id.get(&c.info.client_id) == Some(&key) {
             self.by_id.remove(&c.info.client_id);
         }
         Some(c.info)
+    }
+
+    /// Starts the refresh timer when the first client arrives.
+    fn arm_refresh(&mut self, now: u64) {
+        if self.refresh_every_ms > 0 && self.refresh_at.is_none() {
+            self.refresh_at = Some(now.saturating_add(self.refresh_every_ms));
+        }
     }
 
     fn connect(
@@ -429,6 +456,7 @@ impl Hub {
         out: &mut Vec<Effect>,
     ) {
         self.register(key, info, expires_at);
+        self.arm_refresh(now);
         let Some(c) = self.clients.get(&key) else {
             return;
         };
@@ -675,6 +703,13 @@ impl Hub {
             }
             self.expiry.remove(&(at, key));
             self.close(now, key, CloseCode::TokenExpired, out);
+        }
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh_at = None;
+            if !self.clients.is_empty() {
+                out.push(Effect::SubscribersChanged);
+                self.arm_refresh(now);
+            }
         }
     }
 

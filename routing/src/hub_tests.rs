@@ -559,6 +559,37 @@ fn tokens_expire_on_the_timer_with_4001() {
 }
 
 #[test]
+fn the_summary_is_reported_again_while_clients_are_connected() {
+    let hub =
+        Hub::new(CharacterId::parse("alice").unwrap(), "ep1".into(), 0, 0).with_refresh(1_000);
+    let mut fx = Fx::with_hub(hub);
+    assert_eq!(fx.hub().poll_timeout(), None, "no clients, no refresh");
+    let a = fx.connect_with(100, Fx::info("a", &[">"], false, false), None, None);
+    assert_eq!(fx.hub().poll_timeout(), Some(1_100));
+    let changes = fx.changes;
+    fx.feed(1_100, Input::Timeout);
+    assert_eq!(fx.changes, changes + 1, "a refresh report");
+    assert_eq!(fx.hub().poll_timeout(), Some(2_100));
+    fx.gone(a, 1_500);
+    assert_eq!(
+        fx.hub().poll_timeout(),
+        None,
+        "the last client took the timer with it"
+    );
+    let changes = fx.changes;
+    fx.feed(2_100, Input::Timeout);
+    assert_eq!(fx.changes, changes);
+    // A socket found again on wake arms it too.
+    let restore = Input::Restore {
+        client: 9,
+        info: Fx::info("r", &[">"], false, false),
+        expires_at: None,
+    };
+    fx.feed(3_000, restore);
+    assert_eq!(fx.hub().poll_timeout(), Some(4_000));
+}
+
+#[test]
 fn a_failed_store_commits_nothing_and_closes_a_publishing_socket() {
     let mut fx = Fx::new(0);
     let p = fx.connect("p", &[">"], false, true);

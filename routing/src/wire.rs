@@ -88,7 +88,18 @@ pub struct RegistryReport {
     /// Filter -> sockets holding it.
     pub topics: BTreeMap<String, usize>,
     pub version: u64,
+    /// How long the entry counts without a newer report (the object
+    /// refreshes it at half that while it has subscribers).
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
+
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
+}
+
+/// The registry lease when `REGISTRY_LEASE_SECONDS` is not set: 10 minutes.
+pub const DEFAULT_LEASE_MS: u64 = 10 * 60 * 1000;
 
 #[cfg(test)]
 mod tests {

@@ -133,7 +133,7 @@ async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
 }
 
 async fn report(shared: &Shared, env: &Env) -> Result<()> {
-    let body = {
+    let (body, listed) = {
         let mut guard = shared.borrow_mut();
         let Some(core) = guard.as_mut() else {
             return Ok(());
@@ -144,8 +144,12 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
             subscribers: core.hub.subscriber_count() as u64,
             topics: core.hub.filter_counts(),
             version: core.report_version,
+            lease_ms: core.config.registry_lease_ms,
         };
-        serde_json::to_string(&report).map_err(|e| worker::Error::RustError(e.to_string()))?
+        let listed = report.subscribers > 0;
+        let body =
+            serde_json::to_string(&report).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        (body, listed)
     };
     let stub = env
         .durable_object(registry::BINDING)?
@@ -160,6 +164,16 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
             "registry answered {}",
             resp.status_code()
         )));
+    }
+    // Remembered so that a wake-up after a crash reports again (clearing an
+    // entry whose sockets are gone); one write per change of state.
+    if let Some(core) = shared.borrow().as_ref() {
+        let was = core.store.meta("listed")?.is_some();
+        if listed && !was {
+            core.store.set_meta("listed", "1")?;
+        } else if !listed && was {
+            core.store.delete_meta("listed")?;
+        }
     }
     Ok(())
 }

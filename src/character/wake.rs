@@ -8,6 +8,7 @@ use routing::hub::{Hub, Input};
 use routing::topic::CharacterId;
 
 use super::core::Core;
+use super::tasks::Task;
 use super::{attachment, random_hex, AppResult, Character};
 use crate::config::Config;
 use crate::error::AppError;
@@ -58,7 +59,8 @@ impl Character {
             epoch,
             store.latest_seq()?,
             config.batch_window_ms,
-        );
+        )
+        .with_refresh(config.registry_lease_ms / 2);
         for row in store.recent_ids(now)? {
             hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
         }
@@ -87,6 +89,11 @@ impl Character {
         // Catch up with an archive that lagged before the restart, which no
         // publish would start while the backlog refuses them.
         core.archive_if_due(now);
+        // An object that was listed reports on wake: after its runtime died
+        // its entry may name sockets that are gone.
+        if restored > 0 || core.store.meta("listed")?.is_some() {
+            core.request(Task::Report);
+        }
         if restored > 0 {
             worker::console_log!(
                 "character {name}: woke with {restored} sockets, restored from their attachments"
