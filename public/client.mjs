@@ -9,7 +9,10 @@
 // `subscribe` keeps one WebSocket to /v1/characters/{character}/subscribe open,
 // reconnects after unexpected closes with exponential backoff and full jitter,
 // resumes with `since`/`epoch` so no command is missed, drops duplicates, and
-// reports history gaps through `onGap`. It never reconnects after the close
+// reports history gaps through `onGap`. A resume the server cut short (`recovered`
+// with `truncated: true`, contract §8) is completed from paged
+// `GET .../history?since=&limit=` while live frames are held back, so every
+// command still reaches `onCommand` exactly once, in seq order. It never reconnects after the close
 // codes 4001 (token expired), 4003 (rights withdrawn) or 4010 (disconnected by
 // an admin), nor after an HTTP refusal of the upgrade that Node can see
 // (400/401/403/404; browsers cannot see the status of a refused upgrade).
@@ -75,17 +78,25 @@
  *   `{"X-API-Key": "..."}` or `{"Authorization": "Bearer ..."}`); ignored by browsers
  * @property {(cmd: Command, meta: {replay: boolean}) => void} [onCommand] each new command,
  *   in seq order, exactly once; `replay` is true for commands replayed after a resume
+ *   (including those fetched from history to complete a truncated resume)
  * @property {(gap: GapInfo) => void} [onGap]
  * @property {(state: ClientState, detail: StateDetail) => void} [onState]
  * @property {(frame: object) => void} [onFrame]     every parsed frame, before handling
  * @property {(welcome: object) => void} [onWelcome] each `welcome` frame
- * @property {(frame: object) => void} [onRecovered] each `recovered` frame
+ * @property {(frame: object) => void} [onRecovered] each `recovered` frame; with
+ *   `truncated: true` the rest is then fetched from history (see `historyPageSize`)
  * @property {(frame: object) => void} [onPresence]  each `presence` frame
  * @property {(info: {code: number, reason: string, fatal?: boolean, byClient?: boolean, httpStatus?: number}) => void} [onClose]
  *   called once, when the client ends for good
  * @property {(err: unknown) => void} [onError]      socket errors, error frames, callback throws
  * @property {typeof WebSocket} [WebSocket] WebSocket implementation; default: the global one
  *   (Node 20 has none: pass `WebSocket` from the `ws` package)
+ * @property {typeof fetch} [fetch] fetch implementation for history reads; default: the global one
+ * @property {number} [historyPageSize] `limit` of each history read that completes a
+ *   truncated resume (1..1000, default 1000). The reads carry the token as
+ *   `Authorization: Bearer` and `headers`; live frames that arrive meanwhile are held and
+ *   delivered after them. If a read fails, the socket is dropped and the client
+ *   reconnects (with backoff) resuming from the last command it delivered.
  * @property {{initialMs?: number, maxMs?: number, factor?: number, resetAfterMs?: number}} [backoff]
  *   reconnect delay: random(0, min(maxMs, initialMs * factor^(attempt-1))); defaults
  *   500 / 30000 / 2; the attempt counter resets after a connection that got `welcome`
@@ -128,6 +139,8 @@ export function subscribe(character, options = {}) {
   const WS = o.WebSocket ?? globalThis.WebSocket;
   if (typeof WS !== "function") throw new TypeError("subscribe: no WebSocket implementation (pass options.WebSocket, e.g. from the `ws` package)");
   const base = wsBase(o.baseUrl ?? o.url);
+  const httpRoot = httpBase(o.baseUrl ?? o.url);
+  const historyPageSize = Math.min(1000, Math.max(1, Math.floor(o.historyPageSize ?? 1000)));
   const topics = Array.isArray(o.topics) ? o.topics.join(",") : (o.topics ?? "");
   const bo = { initialMs: 500, maxMs: 30000, factor: 2, resetAfterMs: 3000, ...(o.backoff ?? {}) };
   const pingIntervalMs = o.pingIntervalMs ?? 25000;
@@ -198,7 +211,7 @@ export function subscribe(character, options = {}) {
     }
     connections += 1;
     ws = sock;
-    conn = { sock, welcomed: false, welcomedAt: 0, resumeFrom, expectRecovered: resumeFrom !== null, pendingEpochGap: null, replaying: resumeFrom !== null, httpStatus: undefined };
+    conn = { sock, token, welcomed: false, welcomedAt: 0, resumeFrom, expectRecovered: resumeFrom !== null, pendingEpochGap: null, replaying: resumeFrom !== null, httpStatus: undefined, filling: false, held: [] };
     const c = conn;
     connectTimer = setTimeout(() => {
       if (conn !== c || c.welcomed) return;
@@ -284,6 +297,11 @@ export function subscribe(character, options = {}) {
     if (!frame || typeof frame !== "object") return;
     call(o.onFrame, frame);
     if (conn !== c) return; // a callback closed us
+    if (c.filling && (frame.type === "command" || frame.type === "batch")) {
+      // Live frames wait until history has filled in what came before them.
+      c.held.push(frame);
+      return;
+    }
     switch (frame.type) {
       case "welcome": return onWelcome(c, frame);
       case "command": return deliver(c, frame);
@@ -338,6 +356,16 @@ export function subscribe(character, options = {}) {
         frame: r,
       });
     }
+    if (r.truncated === true && Number.isInteger(r.next_since) && Number.isInteger(r.seq)) {
+      // Everything matching up to next_since was replayed; the rest up to r.seq comes
+      // from history, before any live frame.
+      if (cursor === null || r.next_since > cursor) cursor = r.next_since;
+      c.filling = true;
+      c.replaying = true;
+      call(o.onRecovered, r);
+      if (conn === c) fill(c, r);
+      return;
+    }
     // Everything matching up to r.seq has been replayed (or is lost): move on. After an
     // incomplete recovery the server's seq is authoritative (our `since` may even have
     // been ahead of it); live commands follow r.seq.
@@ -345,6 +373,70 @@ export function subscribe(character, options = {}) {
       if (r.complete === false || epochGap || cursor === null || r.seq > cursor) cursor = r.seq;
     }
     call(o.onRecovered, r);
+  }
+
+  /**
+   * Completes a truncated resume: pages through history from `r.next_since` until it
+   * reaches `r.seq` (or history ends), then delivers the live frames held meanwhile.
+   * Any failure drops the socket; the reconnect resumes from the last delivered seq.
+   */
+  async function fill(c, r) {
+    let since = r.next_since;
+    try {
+      while (since < r.seq) {
+        const page = await historyPage(c, since);
+        if (conn !== c) return;
+        if (typeof page?.epoch === "string" && epoch && page.epoch !== epoch) {
+          // History was lost meanwhile; a fresh resume sorts it out.
+          return drop(c, 4000, "epoch changed while filling from history");
+        }
+        for (const cmd of page?.commands ?? []) {
+          deliver(c, cmd);
+          if (conn !== c) return;
+        }
+        // `next_since` says where a cut read continues; a full page without it (an
+        // older server) continues after its last command.
+        const cmds = page?.commands ?? [];
+        const next = Number.isInteger(page?.next_since) ? page.next_since
+          : cmds.length >= historyPageSize ? cmds.at(-1)?.seq : undefined;
+        if (page?.complete === false) {
+          call(o.onGap, { reason: "history", since, seq: Number.isInteger(next) ? next : r.seq, epoch, previousEpoch: null, frame: page });
+          if (conn !== c) return;
+        }
+        if (!Number.isInteger(next) || next <= since) break; // history ends here
+        since = next;
+      }
+    } catch (err) {
+      if (conn !== c) return;
+      call(o.onError, err);
+      if (conn === c) drop(c, 4000, "history read failed");
+      return;
+    }
+    if (conn !== c) return;
+    // History was read through r.seq: nothing matching is left before the live frames.
+    if (cursor === null || r.seq > cursor) cursor = r.seq;
+    c.filling = false;
+    c.replaying = false;
+    const held = c.held; c.held = [];
+    for (const frame of held) {
+      if (conn !== c) return;
+      if (frame.type === "command") deliver(c, frame);
+      else for (const cmd of frame.commands ?? []) { if (conn !== c) return; deliver(c, cmd); }
+    }
+  }
+
+  /** One page of `GET .../history` after `since`, with this connection's credentials. */
+  async function historyPage(c, since) {
+    const f = o.fetch ?? globalThis.fetch;
+    if (typeof f !== "function") throw new TypeError("subscribe: no fetch implementation to complete a truncated resume (pass options.fetch)");
+    const q = new URLSearchParams({ since: String(since), limit: String(historyPageSize) });
+    if (topics) q.set("topics", topics);
+    const headers = { ...(o.headers ?? {}) };
+    if (c.token) headers.authorization = `Bearer ${c.token}`;
+    const res = await f(`${httpRoot}/v1/characters/${encodeURIComponent(character)}/history?${q}`, { headers });
+    const text = await res.text();
+    if (!res.ok) throw Object.assign(new Error(`history read failed: ${res.status} ${text.slice(0, 200)}`), { status: res.status });
+    return JSON.parse(text);
   }
 
   function deliver(c, cmd) {

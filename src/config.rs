@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 
 use routing::catalogue::DEFAULT_MAX_SUBSCRIBERS;
+use routing::catalogue::{DEFAULT_RESUME_LIMIT, MAX_RESUME_LIMIT};
 use worker::Env;
 
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct Config {
     /// How long a registry entry counts without a refresh (objects refresh
     /// at half of it while they have subscribers).
     pub registry_lease_ms: u64,
+    /// Most commands one resume replays (1..=`MAX_RESUME_LIMIT`).
+    pub resume_limit: u64,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -69,6 +72,8 @@ impl Config {
             fail_archive: var(env, "TEST_FAIL_ARCHIVE").as_deref() == Some("true")
                 && var(env, "ENVIRONMENT").as_deref() == Some("development"),
             registry_lease_ms: number(env, "REGISTRY_LEASE_SECONDS", 600).clamp(2, 86_400) * 1000,
+            resume_limit: number(env, "RESUME_LIMIT", DEFAULT_RESUME_LIMIT)
+                .clamp(1, MAX_RESUME_LIMIT),
         }
     }
 }

@@ -110,6 +110,19 @@ pub const MAX_BATCH_FRAME_BYTES: usize = 512 * 1024;
 /// Default most sockets per character (`MAX_SUBSCRIBERS`); a subscribe past
 /// it is refused with 503 `character_full` before the upgrade.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
+/// Most commands one resume replays when the `RESUME_LIMIT` var is unset
+/// (contract §8); past it the `recovered` frame says `truncated: true`.
+pub const DEFAULT_RESUME_LIMIT: u64 = 1000;
+/// Largest `RESUME_LIMIT` a deployment may configure (larger values are
+/// clamped): one resume stays a few megabytes at most.
+pub const MAX_RESUME_LIMIT: u64 = 10_000;
+/// Most KV archive pages one resume reads: one round of concurrent reads
+/// ([`crate::reader::PAGES_PER_STEP`]). Enough for the default limit with
+/// the largest pages; a filter that matches little is cut here instead of
+/// reading the whole archive, and the client pages on from `next_since`.
+pub const RESUME_MAX_PAGES: u64 = 20;
+const _: () = assert!(RESUME_MAX_PAGES <= crate::reader::PAGES_PER_STEP);
+const _: () = assert!(DEFAULT_RESUME_LIMIT <= MAX_RESUME_LIMIT);
 
 #[cfg(test)]
 mod tests {
@@ -146,6 +159,32 @@ mod tests {
             let entry = format!("| {} | {}", c.code(), c.reason());
             assert!(doc.contains(&entry), "docs/protocol.md lacks `{entry}`");
         }
+    }
+
+    /// With every command matching, the default resume is cut by its limit,
+    /// not by the page bound: pages hold at most 100 seqs and a resume that
+    /// starts mid-page needs one page more.
+    #[test]
+    fn the_page_bound_covers_the_default_resume() {
+        let largest_page = crate::archive::page_size(u64::MAX);
+        let needed = DEFAULT_RESUME_LIMIT.div_ceil(largest_page) + 1;
+        assert!(needed <= RESUME_MAX_PAGES, "{needed} pages needed");
+    }
+
+    /// docs/protocol.md states the resume bounds this catalogue sets.
+    #[test]
+    fn the_protocol_doc_states_the_resume_bounds() {
+        let doc = read("docs/protocol.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for entry in [
+            format!("reads at most {RESUME_MAX_PAGES} KV archive pages"),
+            "default 1,000, at most 10,000".to_string(),
+        ] {
+            assert!(doc.contains(&entry), "docs/protocol.md lacks `{entry}`");
+        }
+        assert_eq!((DEFAULT_RESUME_LIMIT, MAX_RESUME_LIMIT), (1000, 10_000));
     }
 
     /// The JS client stops after exactly the codes that say not to reconnect.

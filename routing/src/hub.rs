@@ -56,11 +56,14 @@ pub struct StoredCommand {
 /// What a resuming socket gets replayed, read by the shell (with
 /// `reader::Reader`) before it connects: the rows after `since` that match
 /// the socket's filters, in seq order, and whether history still held all.
+/// `next_since` is the reader's: `Some` when the replay was cut short and
+/// `GET .../history` continues after that seq.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resume {
     pub since: u64,
     pub rows: Vec<StoredCommand>,
     pub complete: bool,
+    pub next_since: Option<u64>,
 }
 
 /// Where a publish came from: the HTTP API, or a client's `publish` frame
@@ -484,7 +487,7 @@ impl Hub {
             let complete = resume.complete && resume.since <= self.seq;
             out.push(send(
                 vec![key],
-                recovered_frame_json(resume.since, self.seq, complete),
+                recovered_frame_json(resume.since, self.seq, complete, resume.next_since),
             ));
         }
         out.extend(self.presence(PresenceEvent::Join, info, key));

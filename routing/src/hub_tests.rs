@@ -320,6 +320,7 @@ fn resume_replays_matching_rows_then_recovered() {
         since,
         rows: vec![row(3, "face"), row(4, "body"), row(5, "face")],
         complete,
+        next_since: None,
     };
     let info = Fx::info("a", &["face"], false, false);
     let a = fx.connect_with(7, info.clone(), None, Some(resume(2, true)));
@@ -333,7 +334,7 @@ fn resume_replays_matching_rows_then_recovered() {
     assert_eq!(replayed, vec![3, 5], "only matching rows, in order");
     assert_eq!(
         frames[3],
-        json!({"type": "recovered", "since": 2, "seq": 5, "complete": true})
+        json!({"type": "recovered", "since": 2, "seq": 5, "complete": true, "truncated": false})
     );
     assert_eq!(frames.len(), 4);
     // Presence comes after the replay, to the others.
@@ -355,6 +356,7 @@ fn resume_replays_matching_rows_then_recovered() {
             since: 9,
             rows: vec![],
             complete: true,
+            next_since: None,
         }),
     );
     assert_eq!(fx.take(d).last().unwrap()["complete"], false);
@@ -365,6 +367,41 @@ fn resume_replays_matching_rows_then_recovered() {
         .filter(|e| matches!(e.kind, EventKind::Connect { .. }))
         .count();
     assert_eq!(connects, 4);
+}
+
+/// A replay the reader cut short says so, and where history continues; the
+/// `seq` is still the character's, so the client knows what to fill.
+#[test]
+fn truncated_resume_says_where_history_continues() {
+    let hub = Hub::new(CharacterId::parse("alice").unwrap(), "ep1".into(), 9000, 0);
+    let mut fx = Fx::with_hub(hub);
+    let row = |seq: u64| StoredCommand {
+        seq,
+        ts: seq,
+        command: crate::protocol::parse_command(&c("face", "n")).unwrap(),
+    };
+    let a = fx.connect_with(
+        7,
+        Fx::info("a", &[">"], false, false),
+        None,
+        Some(Resume {
+            since: 0,
+            rows: (1..=3).map(row).collect(),
+            complete: true,
+            next_since: Some(3),
+        }),
+    );
+    let frames = fx.take(a);
+    assert_eq!(frames.len(), 5);
+    let replayed: Vec<u64> = frames[1..4]
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, vec![1, 2, 3]);
+    assert_eq!(
+        frames[4],
+        json!({"type": "recovered", "since": 0, "seq": 9000, "complete": true, "truncated": true, "next_since": 3})
+    );
 }
 
 #[test]

@@ -529,20 +529,34 @@ pub fn welcome_frame_json(
     })
 }
 
-/// `recovered`: ends the replay a `since` asked for.
-pub fn recovered_frame_json(since: u64, seq: u64, complete: bool) -> String {
+/// `recovered`: ends the replay a `since` asked for. `next_since` is given
+/// when the replay was cut short (`RESUME_LIMIT` commands or the archive
+/// page bound): the frame then says `truncated: true` and where
+/// `GET .../history` continues; otherwise `truncated: false` and no
+/// `next_since`.
+pub fn recovered_frame_json(
+    since: u64,
+    seq: u64,
+    complete: bool,
+    next_since: Option<u64>,
+) -> String {
     #[derive(Serialize)]
     struct F {
         r#type: &'static str,
         since: u64,
         seq: u64,
         complete: bool,
+        truncated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_since: Option<u64>,
     }
     to_json(&F {
         r#type: "recovered",
         since,
         seq,
         complete,
+        truncated: next_since.is_some(),
+        next_since,
     })
 }
 

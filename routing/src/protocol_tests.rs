@@ -298,8 +298,12 @@ fn server_frames_have_contract_fields() {
         json!({"type": "welcome", "client_id": "c1", "character": "alice", "epoch": "ep", "seq": 3, "topics": [">"]})
     );
     assert_eq!(
-        parse(&recovered_frame_json(2, 9, false)),
-        json!({"type": "recovered", "since": 2, "seq": 9, "complete": false})
+        parse(&recovered_frame_json(2, 9, false, None)),
+        json!({"type": "recovered", "since": 2, "seq": 9, "complete": false, "truncated": false})
+    );
+    assert_eq!(
+        parse(&recovered_frame_json(0, 9000, true, Some(1000))),
+        json!({"type": "recovered", "since": 0, "seq": 9000, "complete": true, "truncated": true, "next_since": 1000})
     );
     assert_eq!(
         parse(&subscribed_frame_json(&topics)),

@@ -5,6 +5,7 @@
 //! SQLite rows it needs next, this file only performs the reads.
 
 use routing::archive::{page_key, unarchived};
+use routing::catalogue::RESUME_MAX_PAGES;
 use routing::hub::{ClientInfo, Input, Reply, Resume};
 use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
 use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
@@ -72,15 +73,29 @@ impl Character {
         // Refused before any socket exists when the client cannot be kept
         // across hibernation.
         let encoded = attachment::encode(&info, facts.expires_ms)?;
+        // Bounded in commands (`RESUME_LIMIT`) and in KV reads; a cut replay
+        // says where `GET .../history` continues.
         let resume = match query.since {
             Some(since) => {
-                let reader =
-                    self.read(now, since, query.epoch.clone(), &query.topics, usize::MAX)?;
-                let ReadOutcome { rows, complete, .. } = self.drive(now, reader).await?.finish();
+                let limit = self.with_core(now, |core| Ok(core.config.resume_limit))?;
+                let reader = self.read(
+                    now,
+                    since,
+                    query.epoch.clone(),
+                    &query.topics,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                    RESUME_MAX_PAGES,
+                )?;
+                let ReadOutcome {
+                    rows,
+                    complete,
+                    next_since,
+                } = self.drive(now, reader).await?.finish();
                 Some(Resume {
                     since,
                     rows,
                     complete,
+                    next_since,
                 })
             }
             None => None,
@@ -135,7 +150,14 @@ impl Character {
 
     async fn history(&self, now: u64, pairs: &[(String, String)]) -> AppResult<Response> {
         let query = parse_history_query(pairs)?;
-        let reader = self.read(now, query.since, None, &query.topics, query.limit as usize)?;
+        let reader = self.read(
+            now,
+            query.since,
+            None,
+            &query.topics,
+            query.limit as usize,
+            u64::MAX,
+        )?;
         let outcome = self.drive(now, reader).await?.finish();
         self.with_core(now, |core| {
             let frames: Vec<String> = outcome
@@ -164,6 +186,7 @@ impl Character {
         client_epoch: Option<String>,
         filters: &[TopicFilter],
         limit: usize,
+        max_pages: u64,
     ) -> AppResult<Reader> {
         self.with_core(now, |core| {
             Ok(Reader::new(ReadSpec {
@@ -174,7 +197,7 @@ impl Character {
                 archived_through: core.archived_through,
                 page_size: core.page_size,
                 limit,
-                max_pages: u64::MAX,
+                max_pages,
                 filters: filters.to_vec(),
             }))
         })

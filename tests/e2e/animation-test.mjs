@@ -403,7 +403,7 @@ async function main() {
     ch.resumed = again;
     const rec = await until(() => again.frames.find((f) => f.type === "recovered"), WAIT_MS, `${ch.name}: recovered frame`);
     const latest = ch.published.length;
-    check(`${ch.name} resume since=${lastSeen}: recovered {since ${lastSeen}, seq ${latest}, complete true}`, eq(rec, { type: "recovered", since: lastSeen, seq: latest, complete: true }), short(rec));
+    check(`${ch.name} resume since=${lastSeen}: recovered {since ${lastSeen}, seq ${latest}, complete true, truncated false}`, eq(rec, { type: "recovered", since: lastSeen, seq: latest, complete: true, truncated: false }), short(rec));
     const replayed = again.cmds.map((c) => c.f.seq);
     check(`${ch.name} resume replays exactly the ${missed.length} missed matching commands (of ${latest - before} published while away)`, eq(replayed, missed.map((p) => p.seq)), `expected ${seqList(missed.map((p) => p.seq))}, got ${seqList(replayed)}`);
     const types = again.frames.map((f) => f.type);

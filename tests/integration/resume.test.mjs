@@ -23,7 +23,7 @@ test("a client that reconnects with since gets every missed command, then recove
   }
   const back = await subscribe(c, { topics: "face,body.*", since: String(lastSeen), epoch });
   const rec = await back.waitFor((fs) => fs.find((f) => f.type === "recovered"));
-  assert.deepEqual(rec, { type: "recovered", since: lastSeen, seq: 12, complete: true });
+  assert.deepEqual(rec, { type: "recovered", since: lastSeen, seq: 12, complete: true, truncated: false });
   const types = back.frames.map((f) => f.type);
   assert.equal(types[0], "welcome");
   assert.equal(types.at(-1), "recovered", "recovered comes after the replay");
