@@ -122,6 +122,12 @@ pub const MAX_RESUME_LIMIT: u64 = 10_000;
 /// reading the whole archive, and the client pages on from `next_since`.
 pub const RESUME_MAX_PAGES: u64 = 20;
 const _: () = assert!(RESUME_MAX_PAGES <= crate::reader::PAGES_PER_STEP);
+/// Most KV archive pages one `GET .../history` reads, whether or not its
+/// filter matches: one round of concurrent reads, enough for the largest
+/// `limit` (1000) with the largest pages. A read cut here answers
+/// `next_since`, so a client pages on even when nothing matched.
+pub const HISTORY_MAX_PAGES: u64 = 20;
+const _: () = assert!(HISTORY_MAX_PAGES <= crate::reader::PAGES_PER_STEP);
 const _: () = assert!(DEFAULT_RESUME_LIMIT <= MAX_RESUME_LIMIT);
 
 #[cfg(test)]
@@ -169,6 +175,9 @@ mod tests {
         let largest_page = crate::archive::page_size(u64::MAX);
         let needed = DEFAULT_RESUME_LIMIT.div_ceil(largest_page) + 1;
         assert!(needed <= RESUME_MAX_PAGES, "{needed} pages needed");
+        // Likewise the largest history page.
+        let needed = crate::query::HISTORY_MAX_LIMIT.div_ceil(largest_page) + 1;
+        assert!(needed <= HISTORY_MAX_PAGES, "{needed} pages needed");
     }
 
     /// docs/protocol.md states the resume bounds this catalogue sets.
@@ -180,6 +189,7 @@ mod tests {
             .join(" ");
         for entry in [
             format!("reads at most {RESUME_MAX_PAGES} KV archive pages"),
+            format!("at most {HISTORY_MAX_PAGES} KV archive pages per request"),
             "default 1,000, at most 10,000".to_string(),
         ] {
             assert!(doc.contains(&entry), "docs/protocol.md lacks `{entry}`");

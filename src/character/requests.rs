@@ -5,7 +5,7 @@
 //! SQLite rows it needs next, this file only performs the reads.
 
 use routing::archive::{page_key, unarchived};
-use routing::catalogue::RESUME_MAX_PAGES;
+use routing::catalogue::{HISTORY_MAX_PAGES, RESUME_MAX_PAGES};
 use routing::hub::{ClientInfo, Input, Reply, Resume};
 use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
 use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
@@ -156,7 +156,7 @@ impl Character {
             None,
             &query.topics,
             query.limit as usize,
-            u64::MAX,
+            HISTORY_MAX_PAGES,
         )?;
         let outcome = self.drive(now, reader).await?.finish();
         self.with_core(now, |core| {
@@ -165,12 +165,19 @@ impl Character {
                 .iter()
                 .map(|r| core.hub.command_frame_of(r))
                 .collect();
-            let head = serde_json::json!({
+            // `complete`: every seq of the range read was found (a missing or
+            // unreadable archive page makes it false; the read goes on past
+            // it). `next_since`: the read was cut (limit or page bound).
+            let mut head = serde_json::json!({
                 "character": core.hub.character().as_str(),
                 "epoch": core.hub.epoch(),
                 "seq": core.hub.seq(),
-            })
-            .to_string();
+                "complete": outcome.complete,
+            });
+            if let Some(next) = outcome.next_since {
+                head["next_since"] = next.into();
+            }
+            let head = head.to_string();
             // Splice the already-serialized frames in instead of re-parsing them.
             let head = head.strip_suffix('}').unwrap_or(&head);
             let body = format!("{head},\"commands\":[{}]}}", frames.join(","));

@@ -155,6 +155,28 @@ function credHeaders(cred) {
   return {};
 }
 
+/**
+ * GET a history path and page on with `next_since` (one request reads at most 20
+ * archive pages): the first answer with every page's commands, and whether all
+ * said `complete`.
+ */
+async function historyAll(path, cred) {
+  let r = await http("GET", path, { cred });
+  if (r.status !== 200 || !r.json) return r;
+  const json = { ...r.json, commands: [...(r.json.commands ?? [])] };
+  let complete = r.json.complete === true;
+  let pages = 1;
+  while (Number.isInteger(r.json.next_since) && pages < 100) {
+    const base = path.replace(/([?&])since=\d+&?/, "$1").replace(/[?&]$/, "");
+    r = await http("GET", `${base}${base.includes("?") ? "&" : "?"}since=${r.json.next_since}`, { cred });
+    if (r.status !== 200 || !r.json) return r;
+    json.commands.push(...(r.json.commands ?? []));
+    complete &&= r.json.complete === true;
+    pages += 1;
+  }
+  return { ...r, json, complete, pages };
+}
+
 async function http(method, path, { body, cred, headers = {} } = {}) {
   const init = { method, headers: { ...credHeaders(cred), ...headers } };
   if (body !== undefined) { init.body = JSON.stringify(body); init.headers["content-type"] = "application/json"; }
@@ -541,15 +563,16 @@ async function main() {
   heading("history");
   for (const ch of chars) {
     await step(`${ch.name}: history`, async () => {
-      const r = await http("GET", `/v1/characters/${ch.name}/history?limit=1000`, { cred });
+      const r = await historyAll(`/v1/characters/${ch.name}/history?limit=1000`, cred);
       if (!check(`${ch.name} GET history answers 200`, r.status === 200, `${r.status} ${short(r.text)}`)) return;
       const h = r.json;
+      check(`${ch.name} history: complete on every page (${r.pages} pages)`, r.complete === true);
       check(`${ch.name} history: character, epoch, seq ${ch.published.length}`, h.character === ch.name && h.epoch === ch.epoch && h.seq === ch.published.length, short({ character: h.character, epoch: h.epoch, seq: h.seq }));
       const asPublished = (h.commands ?? []).map((c) => ({ seq: c.seq, topic: c.topic, name: c.name, params: c.params }));
       const want = ch.published.map((p) => ({ seq: p.seq, topic: p.topic, name: p.name, params: p.params }));
       check(`${ch.name} history: the ${want.length} published commands, oldest first`, eq(asPublished, want), `expected ${seqList(want.map((x) => x.seq))} got ${seqList(asPublished.map((x) => x.seq))}`);
       check(`${ch.name} history frames are identical to what the ">" socket received`, eq(h.commands, ch.socks.all.cmds.map((c) => c.f)));
-      const face = await http("GET", `/v1/characters/${ch.name}/history?topics=face&since=2`, { cred });
+      const face = await historyAll(`/v1/characters/${ch.name}/history?topics=face&since=2`, cred);
       const wantFace = expectedFor(ch, ["face"], 2).map((p) => p.seq);
       check(`${ch.name} history?topics=face&since=2 = ${seqList(wantFace)}`, face.status === 200 && eq(face.json?.commands?.map((c) => c.seq), wantFace), `${face.status} ${seqList(face.json?.commands?.map((c) => c.seq) ?? [])}`);
     });
