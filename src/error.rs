@@ -78,6 +78,13 @@ impl AppError {
             )
         }
     }
+    /// Over a rate limit (the message names which); retry after the window.
+    pub fn rate_limited(message: &str, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(ErrorCode::RateLimited, message)
+        }
+    }
     /// A fault of ours: the cause goes to the log, the client gets no details.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         console_error!("internal error: {cause}");

@@ -6,6 +6,7 @@ mod character;
 mod config;
 mod error;
 mod forward;
+mod guard;
 mod kv;
 mod registry;
 mod router;

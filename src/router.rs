@@ -23,7 +23,9 @@ use crate::forward::{
     bytes_value, declared_length, get_from_object, object_url, post_to_object, read_body,
     read_measured, stub, Incoming,
 };
+use crate::guard;
 use crate::{kv, registry};
+use routing::tally::{route_label, Failure};
 use routing::wire::{
     path as object_path, PublishAnswer, SubscribeFacts, H_CHARACTER, INTERNAL_PREFIX,
 };
@@ -36,31 +38,45 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
     let method = req.method.clone();
     let routed = route(&req.method, &req.path);
     let admin_route = routed.as_ref().ok().filter(|r| r.is_admin()).cloned();
+    let label = route_label(routed.as_ref().ok());
+    let address = guard::client_address(&req.headers());
+    let now = now_ms();
     let result = dispatch(req, routed, &env).await;
-    // Auth failures and admin actions go to the event log after the answer.
-    let event = match (&result, &admin_route) {
-        (Err(e), _) if matches!(e.api.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
-            let mut ev = LogEvent::new(now_ms(), "auth_failure", None);
-            ev.detail = Some(serde_json::json!({
+    // Auth failures (tallied, and limited per address) and admin actions go
+    // to the event log after the answer.
+    let (result, events) = match result {
+        Err(e) if matches!(e.api.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) => {
+            let mut sample = LogEvent::new(now, "auth_failure", None);
+            sample.detail = Some(serde_json::json!({
                 "method": method.to_string(), "path": path, "status": e.api.status(), "message": e.api.message,
             }));
-            Some(ev)
+            let failure = Failure {
+                route: label.to_string(),
+                status: e.api.status(),
+                reason: e.api.message.clone(),
+            };
+            let (e, events) =
+                guard::failed_auth(&env, address.as_deref(), now, failure, sample, e).await;
+            (Err(e), events)
         }
-        (Ok(resp), Some(admin)) => {
-            let target = admin.character().map(CharacterId::as_str);
-            let mut ev = LogEvent::new(now_ms(), "admin", target);
-            ev.detail = Some(serde_json::json!({
-                "method": method.to_string(), "path": path, "status": resp.status_code(),
-            }));
-            Some(ev)
-        }
-        _ => None,
+        Ok(resp) => match &admin_route {
+            Some(admin) => {
+                let target = admin.character().map(CharacterId::as_str);
+                let mut ev = LogEvent::new(now, "admin", target);
+                ev.detail = Some(serde_json::json!({
+                    "method": method.to_string(), "path": path, "status": resp.status_code(),
+                }));
+                (Ok(resp), vec![ev])
+            }
+            None => (Ok(resp), Vec::new()),
+        },
+        other => (other, Vec::new()),
     };
-    if let Some(ev) = event {
+    if !events.is_empty() {
         let ttl = Config::cached(&env).log_ttl_seconds;
-        let character = ev.character.clone();
+        let character = events[0].character.clone();
         ctx.wait_until(async move {
-            if let Err(e) = kv::write_logs(&env, character.as_deref(), &[ev], ttl).await {
+            if let Err(e) = kv::write_logs(&env, character.as_deref(), &events, ttl).await {
                 worker::console_error!("writing an event log: {e}");
             }
         });
@@ -126,11 +142,13 @@ async fn dispatch(
             subscribe(req, env, &character, &p).await
         }
         Route::Publish(character) => {
-            authorized(&req, env, Action::Publish, Some(&character))?;
+            let p = authorized(&req, env, Action::Publish, Some(&character))?;
+            guard::publish_allowed(env, &p).await?;
             publish(req, env, &character).await
         }
         Route::Say(character) => {
-            authorized(&req, env, Action::Publish, Some(&character))?;
+            let p = authorized(&req, env, Action::Publish, Some(&character))?;
+            guard::publish_allowed(env, &p).await?;
             say(req, env, &character).await
         }
         Route::History(character) => {
@@ -139,6 +157,7 @@ async fn dispatch(
         }
         Route::Broadcast => {
             let p = principal(&req, env, None)?;
+            guard::publish_allowed(env, &p).await?;
             broadcast(req, env, &p).await
         }
         Route::AdminSubscriptions => {

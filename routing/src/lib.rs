@@ -16,6 +16,7 @@ pub mod query;
 pub mod reader;
 pub mod route;
 pub mod subscriptions;
+pub mod tally;
 pub mod tasks;
 pub mod topic;
 pub mod wire;
