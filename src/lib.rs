@@ -9,6 +9,7 @@ mod forward;
 mod guard;
 mod kv;
 mod registry;
+mod revoke;
 mod router;
 mod say;
 mod store;

@@ -7,7 +7,7 @@
 //! with its runtime (a crash, a deploy) leave the listing by themselves
 //! within one lease, even if nobody wakes that character again.
 
-use routing::wire::{path, RegistryReport};
+use routing::wire::{path, RegistryReport, Revocation, RevocationRecorded};
 use serde::Deserialize;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage, State,
@@ -55,6 +55,13 @@ impl DurableObject for Registry {
                 Err(e) => Err(AppError::bad_request(format!("bad report: {e}"))),
             },
             (Method::Get, path::LIST) => list(&sql).map(|body| json_response(200, &body)),
+            (Method::Post, path::REVOCATIONS) => match req.json::<Revocation>().await {
+                Ok(r) => revoke(&sql, &r).map(|body| json_response(200, &body)),
+                Err(e) => Err(AppError::bad_request(format!("bad revocation: {e}"))),
+            },
+            (Method::Get, path::REVOCATIONS) => {
+                revocations(&sql).map(|body| json_response(200, &body))
+            }
             _ => Err(AppError::not_found("no registry route")),
         };
         match result {
@@ -64,7 +71,62 @@ impl DurableObject for Registry {
     }
 }
 
+#[derive(Deserialize)]
+struct RevocationRow {
+    user: String,
+    until: f64,
+}
+
+#[derive(Deserialize)]
+struct CharacterRow {
+    character: String,
+}
+
+/// Records (or extends) a revocation; answers the characters that have
+/// subscribers now.
+fn revoke(sql: &SqlStorage, r: &Revocation) -> std::result::Result<String, AppError> {
+    ensure_table(sql)?;
+    sql.exec(
+        "INSERT INTO revocations (user, until) VALUES (?, ?) \
+         ON CONFLICT(user) DO UPDATE SET until = MAX(until, excluded.until)",
+        vec![r.user.as_str().into(), (r.until as i64).into()],
+    )?;
+    let now = (now_ms() as i64).into();
+    let rows: Vec<CharacterRow> = sql
+        .exec(
+            "SELECT character FROM leases WHERE subscribers > 0 AND lease_until > ? ORDER BY character",
+            vec![now],
+        )?
+        .to_array()?;
+    let recorded = RevocationRecorded {
+        characters: rows.into_iter().map(|r| r.character).collect(),
+    };
+    serde_json::to_string(&recorded).map_err(AppError::internal)
+}
+
+/// The revocations in force (expired ones are deleted).
+fn revocations(sql: &SqlStorage) -> std::result::Result<String, AppError> {
+    ensure_table(sql)?;
+    let now: i64 = now_ms() as i64;
+    sql.exec("DELETE FROM revocations WHERE until <= ?", vec![now.into()])?;
+    let rows: Vec<RevocationRow> = sql
+        .exec("SELECT user, until FROM revocations", None)?
+        .to_array()?;
+    let list: Vec<Revocation> = rows
+        .into_iter()
+        .map(|r| Revocation {
+            user: r.user,
+            until: r.until as u64,
+        })
+        .collect();
+    serde_json::to_string(&list).map_err(AppError::internal)
+}
+
 fn ensure_table(sql: &SqlStorage) -> worker::Result<()> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS revocations (user TEXT PRIMARY KEY, until INTEGER NOT NULL)",
+        None,
+    )?;
     // The listing before leases (no expiry); its rows are reported again
     // within one refresh interval.
     sql.exec("DROP TABLE IF EXISTS characters", None)?;

@@ -96,22 +96,27 @@ fn check(
 }
 
 /// The caller's principal, from its headers and (subscribe only) `?token=`.
-fn principal(
+async fn principal(
     req: &Incoming,
     env: &Env,
     token: Option<&str>,
 ) -> std::result::Result<Principal, AppError> {
-    Auth::cached(env).principal(&req.headers(), token)
+    let p = Auth::cached(env).principal(&req.headers(), token)?;
+    // A user whose rights were withdrawn (admin revocations) is refused.
+    if let Principal::Token(claims) = &p {
+        crate::revoke::check_user(env, &claims.sub, now_ms()).await?;
+    }
+    Ok(p)
 }
 
 /// The caller's principal, if it may do `action` (on `character`).
-fn authorized(
+async fn authorized(
     req: &Incoming,
     env: &Env,
     action: Action,
     character: Option<&CharacterId>,
 ) -> std::result::Result<Principal, AppError> {
-    let p = principal(req, env, None)?;
+    let p = principal(req, env, None).await?;
     check(&p, action, character)?;
     Ok(p)
 }
@@ -128,7 +133,7 @@ async fn dispatch(
         Ok(route) => route,
         Err(e) => {
             if e.admin {
-                principal(&req, env, None)?;
+                principal(&req, env, None).await?;
             }
             return Err(e.into());
         }
@@ -137,31 +142,31 @@ async fn dispatch(
         Route::Health => Ok(json_response(200, r#"{"status":"ok"}"#)?),
         Route::Subscribe(character) => {
             let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
-            let p = principal(&req, env, token.as_ref().map(|(_, v)| v.as_str()))?;
+            let p = principal(&req, env, token.as_ref().map(|(_, v)| v.as_str())).await?;
             check(&p, Action::Subscribe, Some(&character))?;
             subscribe(req, env, &character, &p).await
         }
         Route::Publish(character) => {
-            let p = authorized(&req, env, Action::Publish, Some(&character))?;
+            let p = authorized(&req, env, Action::Publish, Some(&character)).await?;
             guard::publish_allowed(env, &p).await?;
             publish(req, env, &character).await
         }
         Route::Say(character) => {
-            let p = authorized(&req, env, Action::Publish, Some(&character))?;
+            let p = authorized(&req, env, Action::Publish, Some(&character)).await?;
             guard::publish_allowed(env, &p).await?;
             say(req, env, &character).await
         }
         Route::History(character) => {
-            authorized(&req, env, Action::History, Some(&character))?;
+            authorized(&req, env, Action::History, Some(&character)).await?;
             history(&req, env, &character).await
         }
         Route::Broadcast => {
-            let p = principal(&req, env, None)?;
+            let p = principal(&req, env, None).await?;
             guard::publish_allowed(env, &p).await?;
             broadcast(req, env, &p).await
         }
         Route::AdminSubscriptions => {
-            authorized(&req, env, Action::Admin, None)?;
+            authorized(&req, env, Action::Admin, None).await?;
             let stub = env
                 .durable_object(registry::BINDING)?
                 .get_by_name(registry::INSTANCE)?;
@@ -169,7 +174,7 @@ async fn dispatch(
             Ok(stub.fetch_with_request(forwarded).await?)
         }
         Route::AdminCharacterSubscriptions(character) => {
-            authorized(&req, env, Action::Admin, Some(&character))?;
+            authorized(&req, env, Action::Admin, Some(&character)).await?;
             let forwarded = get_from_object(
                 object_path::SUBSCRIPTIONS,
                 &req,
@@ -182,13 +187,18 @@ async fn dispatch(
             character,
             client_id,
         } => {
-            authorized(&req, env, Action::Admin, Some(&character))?;
+            authorized(&req, env, Action::Admin, Some(&character)).await?;
             let path = format!("{}{}", object_path::KICK_PREFIX, client_id?.as_str());
             let forwarded = get_from_object(&path, &req, Method::Delete, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
         }
+        Route::AdminRevoke => {
+            authorized(&req, env, Action::Admin, None).await?;
+            let body = read_body(&req).await?;
+            crate::revoke::revoke(env, &body, now_ms()).await
+        }
         Route::AdminLogs => {
-            let p = principal(&req, env, None)?;
+            let p = principal(&req, env, None).await?;
             let query = parse_logs_query(&req.query_pairs())?;
             check(&p, Action::Admin, query.character.as_ref())?;
             let character = query.character.as_ref().map(CharacterId::as_str);

@@ -122,6 +122,9 @@ pub enum Input {
     Gone { client: ClientKey, how: Gone },
     /// An admin disconnect by client id; answered with a [`Reply`].
     Kick { client_id: String },
+    /// The user's rights were withdrawn: close every socket of that user
+    /// (token `sub`) with 4003; answered with [`Reply::Revoked`].
+    Revoke { user: String },
     /// A publish over HTTP; answered with [`Effect::Store`].
     Publish { commands: Vec<Command> },
     /// The rows of a [`Pending`] publish are stored: commit and deliver.
@@ -146,6 +149,10 @@ pub enum Reply {
     Backlogged,
     Kicked,
     NoSuchClient,
+    /// Sockets closed by a [`Input::Revoke`].
+    Revoked {
+        closed: usize,
+    },
 }
 
 /// Something the shell must do, in the order returned.
@@ -373,6 +380,18 @@ impl Hub {
                 }
                 None => out.push(Effect::Reply(Reply::NoSuchClient)),
             },
+            Input::Revoke { user } => {
+                let keys: Vec<ClientKey> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.info.user.as_deref() == Some(user.as_str()))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in &keys {
+                    self.close(now, *key, CloseCode::RightsWithdrawn, &mut out);
+                }
+                out.push(Effect::Reply(Reply::Revoked { closed: keys.len() }));
+            }
             Input::Publish { commands } => {
                 out.push(Effect::Store(self.plan(commands, now, Origin::Http)));
             }

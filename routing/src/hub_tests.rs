@@ -627,6 +627,39 @@ fn the_summary_is_reported_again_while_clients_are_connected() {
 }
 
 #[test]
+fn revoking_a_user_closes_exactly_its_sockets_with_4003() {
+    let mut fx = Fx::new(0);
+    let a1 = fx.connect("a1", &[">"], false, false); // user u-a1
+    let mut info = Fx::info("a2", &[">"], false, false);
+    info.user = Some("u-a1".into());
+    let a2 = fx.connect_with(0, info, None, None);
+    let b = fx.connect("b", &[">"], true, false);
+    fx.feed(
+        5,
+        Input::Revoke {
+            user: "u-a1".into(),
+        },
+    );
+    assert_eq!(fx.replies.pop(), Some(Reply::Revoked { closed: 2 }));
+    assert_eq!(
+        (fx.closed.get(&a1), fx.closed.get(&a2)),
+        (Some(&4003), Some(&4003))
+    );
+    assert!(!fx.closed.contains_key(&b));
+    assert_eq!(
+        fx.disconnects("a1"),
+        vec![DisconnectReason::Closed(CloseCode::RightsWithdrawn)]
+    );
+    fx.feed(
+        6,
+        Input::Revoke {
+            user: "u-a1".into(),
+        },
+    );
+    assert_eq!(fx.replies.pop(), Some(Reply::Revoked { closed: 0 }));
+}
+
+#[test]
 fn a_failed_store_commits_nothing_and_closes_a_publishing_socket() {
     let mut fx = Fx::new(0);
     let p = fx.connect("p", &[">"], false, true);

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod protocol;
 pub mod query;
 pub mod reader;
+pub mod revocation;
 pub mod route;
 pub mod subscriptions;
 pub mod tally;

@@ -45,6 +45,8 @@ pub enum Route {
     },
     /// `GET /v1/admin/logs`.
     AdminLogs,
+    /// `POST /v1/admin/revocations`: withdraw a user's rights (4003).
+    AdminRevoke,
 }
 
 impl Route {
@@ -56,6 +58,7 @@ impl Route {
                 | Route::AdminCharacterSubscriptions(_)
                 | Route::AdminKick { .. }
                 | Route::AdminLogs
+                | Route::AdminRevoke
         )
     }
 
@@ -68,7 +71,11 @@ impl Route {
             | Route::Say(c)
             | Route::AdminCharacterSubscriptions(c)
             | Route::AdminKick { character: c, .. } => Some(c),
-            Route::Health | Route::Broadcast | Route::AdminSubscriptions | Route::AdminLogs => None,
+            Route::Health
+            | Route::Broadcast
+            | Route::AdminSubscriptions
+            | Route::AdminLogs
+            | Route::AdminRevoke => None,
         }
     }
 }
@@ -238,6 +245,7 @@ fn admin(method: &str, rest: &[&str], path: &str) -> Result<Route, RouteError> {
             })
         }
         ["logs"] => allow(method, GET).map(|()| Route::AdminLogs),
+        ["revocations"] => allow(method, POST).map(|()| Route::AdminRevoke),
         _ => Err(RouteError::not_found(path)),
     }
 }

@@ -62,6 +62,7 @@ const NA_GET: Want = Want::Err(405, Some(&["GET"]), false);
 const NA_POST: Want = Want::Err(405, Some(&["POST"]), false);
 const ADMIN_NA_GET: Want = Want::Err(405, Some(&["GET"]), true);
 const ADMIN_NA_DELETE: Want = Want::Err(405, Some(&["DELETE"]), true);
+const ADMIN_NA_POST: Want = Want::Err(405, Some(&["POST"]), true);
 
 macro_rules! cases {
     ($( $method:literal $path:expr => $want:expr ),* $(,)?) => {
@@ -176,6 +177,8 @@ fn admin_endpoints() {
         "QUERY" "/v1/admin/subscriptions" => ADMIN_NA_GET,
         "GET" "/v1/admin/logs" => Route::AdminLogs,
         "DELETE" "/v1/admin/logs" => ADMIN_NA_GET,
+        "POST" "/v1/admin/revocations" => Route::AdminRevoke,
+        "GET" "/v1/admin/revocations" => ADMIN_NA_POST,
         "GET" "/v1/admin/characters/alice/subscriptions" => Route::AdminCharacterSubscriptions(c("alice")),
         "GET" "/v1/admin/characters/%61lice/subscriptions" => Route::AdminCharacterSubscriptions(c("alice")),
         "DELETE" "/v1/admin/characters/alice/subscriptions" => ADMIN_NA_GET,

@@ -90,6 +90,7 @@ pub fn route_label(route: Option<&Route>) -> &'static str {
         Some(Route::AdminCharacterSubscriptions(_)) => "admin.character",
         Some(Route::AdminKick { .. }) => "admin.kick",
         Some(Route::AdminLogs) => "admin.logs",
+        Some(Route::AdminRevoke) => "admin.revocations",
     }
 }
 

@@ -16,9 +16,13 @@ pub mod path {
     pub const SUBSCRIPTIONS: &str = "/subscriptions";
     /// Followed by the client id.
     pub const KICK_PREFIX: &str = "/subscriptions/";
+    /// Closes a user's sockets (character object).
+    pub const REVOKE: &str = "/revoke";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
     pub const LIST: &str = "/list";
+    /// Records a revocation (POST) or lists the active ones (GET).
+    pub const REVOCATIONS: &str = "/revocations";
 }
 
 /// The character's name, for an object that has not stored it yet.
@@ -100,6 +104,26 @@ fn default_lease_ms() -> u64 {
 
 /// The registry lease when `REGISTRY_LEASE_SECONDS` is not set: 10 minutes.
 pub const DEFAULT_LEASE_MS: u64 = 10 * 60 * 1000;
+
+/// A user whose tokens are refused until `until` (ms since the Unix epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub user: String,
+    pub until: u64,
+}
+
+/// The registry's answer to a new revocation: the characters that have
+/// subscribers now, whose objects must close the user's sockets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecorded {
+    pub characters: Vec<String>,
+}
+
+/// A character object's answer to a revoke: the sockets it closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeAnswer {
+    pub closed: usize,
+}
 
 #[cfg(test)]
 mod tests {

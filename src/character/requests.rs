@@ -47,6 +47,17 @@ impl Character {
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
                 self.kick(now, &p[path::KICK_PREFIX.len()..])
             }
+            (Method::Post, path::REVOKE) => {
+                #[derive(serde::Deserialize)]
+                struct Body {
+                    user: String,
+                }
+                let body: Body = req
+                    .json()
+                    .await
+                    .map_err(|e| AppError::internal(format!("revoke body: {e}")))?;
+                self.revoke(now, body.user)
+            }
             (_, other) => Err(AppError::not_found(format!("no object route {other}"))),
         }
     }
@@ -270,6 +281,20 @@ impl Character {
                 },
             });
             Ok(json_response(200, &body.to_string())?)
+        })
+    }
+
+    /// Closes every socket of `user` with 4003 (the router already recorded
+    /// the revocation, so a reconnect is refused).
+    fn revoke(&self, now: u64, user: String) -> AppResult<Response> {
+        self.with_core(now, |core| {
+            let closed = match core.feed(now, Input::Revoke { user }).first() {
+                Some(Reply::Revoked { closed }) => *closed,
+                _ => 0,
+            };
+            let answer = routing::wire::RevokeAnswer { closed };
+            let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
+            Ok(json_response(200, &body)?)
         })
     }
 
