@@ -80,24 +80,49 @@ pub async fn read_body(req: &Incoming) -> std::result::Result<Vec<u8>, AppError>
 }
 
 /// Reads a body whose declared length (if any) was already checked, and
-/// measures it. Once the read has started, its failure is the client's: the
-/// connection closed before the body was complete.
+/// measures it as it arrives. Once the read has started, its failure is the
+/// client's: the connection closed before the body was complete.
 pub async fn read_measured(req: &Incoming) -> std::result::Result<Vec<u8>, AppError> {
     if req.raw.body_used() {
         return Err(AppError::internal("request body read twice"));
     }
-    let promise = req
-        .raw
-        .array_buffer()
-        .map_err(|e| AppError::internal(js_message(&e)))?;
-    let buffer = JsFuture::from(promise)
-        .await
-        .map_err(|e| AppError::client_aborted(js_message(&e)))?;
-    let body = js_sys::Uint8Array::new(&buffer).to_vec();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(AppError::body_too_large());
+    read_capped(req.raw.body()).await
+}
+
+/// Reads a body stream chunk by chunk with a running count, refusing it
+/// (`413`) as soon as it passes the contract's 64 KiB: at most one chunk
+/// past the bound is ever held, and the rest of the upload is not awaited.
+/// The stream is cancelled then, so the runtime stops reading it and can
+/// answer at once.
+pub async fn read_capped(
+    stream: Option<web_sys::ReadableStream>,
+) -> std::result::Result<Vec<u8>, AppError> {
+    let Some(stream) = stream else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut body = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| AppError::client_aborted(js_message(&e)))?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into())
+            .map_err(|e| AppError::internal(js_message(&e)))?;
+        if done.as_bool().unwrap_or(false) {
+            return Ok(body);
+        }
+        let value = js_sys::Reflect::get(&chunk, &"value".into())
+            .map_err(|e| AppError::internal(js_message(&e)))?;
+        let bytes = js_sys::Uint8Array::new(&value);
+        if body.len().saturating_add(bytes.length() as usize) > MAX_BODY_BYTES {
+            // The cancel settles on its own; nothing waits for it.
+            let _ = reader.cancel();
+            return Err(AppError::body_too_large());
+        }
+        let at = body.len();
+        body.resize(at + bytes.length() as usize, 0);
+        bytes.copy_to(&mut body[at..]);
     }
-    Ok(body)
 }
 
 /// A rejection's message, for the log.

@@ -161,7 +161,9 @@ async fn dispatch(
             history(&req, env, &character).await
         }
         Route::Broadcast => {
-            let p = principal(&req, env, None).await?;
+            // The role first, before any of the body is read; the rights on
+            // each character need the body's list.
+            let p = authorized(&req, env, Action::Publish, None).await?;
             guard::publish_allowed(env, &p).await?;
             broadcast(req, env, &p).await
         }
@@ -252,8 +254,9 @@ async fn subscribe(
 /// this Worker; the object enforces the size limit again as it reads.
 async fn publish(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
     if declared_length(&req)?.is_none() {
-        // No declared length: measure it here, so an oversized body is
-        // refused before it reaches the object.
+        // No declared length: read it here with a running count, so an
+        // oversized body is refused (as soon as it passes the bound) before
+        // it reaches the object.
         let body = read_measured(&req).await?;
         return post_to_object(env, character, bytes_value(&body)).await;
     }

@@ -7,7 +7,7 @@
 use routing::archive::{page_key, unarchived};
 use routing::catalogue::{HISTORY_MAX_PAGES, RESUME_MAX_PAGES};
 use routing::hub::{ClientInfo, Input, Reply, Resume};
-use routing::protocol::{parse_publish_body, MAX_BODY_BYTES};
+use routing::protocol::parse_publish_body;
 use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
 use routing::reader::{Need, ReadOutcome, ReadSpec, Reader};
 use routing::topic::TopicFilter;
@@ -35,11 +35,9 @@ impl Character {
                 self.subscribe(now, &pairs, facts).await
             }
             (Method::Post, path::PUBLISH) => {
-                // The router streams the body through without measuring it.
-                let body = req.bytes().await.map_err(AppError::client_aborted)?;
-                if body.len() > MAX_BODY_BYTES {
-                    return Err(AppError::body_too_large());
-                }
+                // The router streams the body through without measuring it:
+                // it is measured here as it arrives.
+                let body = crate::forward::read_capped(req.inner().body()).await?;
                 self.publish(now, &body)
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,

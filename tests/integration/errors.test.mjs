@@ -63,7 +63,9 @@ test("oversize bodies, commands and batches are 413", async () => {
   assert.equal(exactly.status, 200, "100 commands are allowed");
 });
 
-test("bodies without a declared length (chunked) are measured: small ones publish, big ones are 413", async () => {
+// Big ones are refused with 413 as soon as they pass 64 KiB, before the upload
+// ends: tests/abuse/bodies.test.mjs checks that, on a server of its own.
+test("bodies without a declared length (chunked) are measured: small ones publish", async () => {
   const c = uniqueCharacter("chunked");
   // A stream body makes fetch send Transfer-Encoding: chunked, no Content-Length.
   const chunked = (text, pieces) => {
@@ -88,8 +90,6 @@ test("bodies without a declared length (chunked) are measured: small ones publis
   const ok = await post(JSON.stringify({ topic: "face", name: "smile", params: { via: "chunks" } }), 3);
   assert.equal(ok.status, 200, ok.text);
   assert.deepEqual(ok.json.seqs, [1]);
-  const big = JSON.stringify({ name: "x", params: { pad: "y".repeat(65 * 1024) } });
-  assertError(assert, await post(big, 8), 413, "payload_too_large");
   const history = await http("GET", `/v1/characters/${c}/history`);
   assert.equal(history.status, 200);
   assert.deepEqual(history.json.commands.map((x) => [x.seq, x.name, x.params.via]), [[1, "smile", "chunks"]]);
