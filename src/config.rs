@@ -24,6 +24,10 @@ pub struct Config {
     pub registry_lease_ms: u64,
     /// Most commands one resume replays (1..=`MAX_RESUME_LIMIT`).
     pub resume_limit: u64,
+    /// Test only (`TEST_FAIL_STORE_AT_ROW`, unset in every shipped config):
+    /// the insert of this row (1-based) of any publish fails inside its
+    /// transaction, so tests can show that a failed publish stores nothing.
+    pub test_fail_store_at_row: Option<usize>,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -74,6 +78,9 @@ impl Config {
             registry_lease_ms: number(env, "REGISTRY_LEASE_SECONDS", 600).clamp(2, 86_400) * 1000,
             resume_limit: number(env, "RESUME_LIMIT", DEFAULT_RESUME_LIMIT)
                 .clamp(1, MAX_RESUME_LIMIT),
+            test_fail_store_at_row: var(env, "TEST_FAIL_STORE_AT_ROW")
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|n| *n > 0),
         }
     }
 }

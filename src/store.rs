@@ -6,7 +6,10 @@
 //! The publish path runs one statement per stored command (plus one per
 //! idempotency key), each a single call into the runtime: every statement is
 //! a crossing from wasm into JS and the runtime's SQLite API, which profiles
-//! showed to cost more than the SQLite work itself.
+//! showed to cost more than the SQLite work itself. The statements of one
+//! publish run in one transaction (the runtime's `transactionSync`): all of
+//! its rows are stored or none, so the hub's seq, which advances only once
+//! the store succeeded, always matches storage.
 
 use std::cell::Cell;
 
@@ -14,9 +17,9 @@ use routing::hub::StoredCommand;
 use routing::protocol::Command;
 use routing::topic::{CommandName, Topic};
 use serde::Deserialize;
-use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::prelude::{wasm_bindgen, Closure};
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, SqlStorage, SqlStorageValue};
+use worker::{console_error, SqlStorage, SqlStorageValue, Storage};
 
 use routing::catalogue::IDEMPOTENCY_WINDOW_MS as IDEMPOTENCY_MS;
 /// Expired idempotency keys are deleted at most this often (the hub keeps
@@ -50,10 +53,34 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = exec)]
     fn exec3(this: &SqlExec, query: &str, id: &str, seq: f64, ts: f64) -> Result<JsValue, JsValue>;
+
+    /// The runtime's `DurableObjectStorage`, for `transactionSync(fn)`: runs
+    /// `fn` synchronously in a transaction that commits when it returns and
+    /// rolls back when it throws (the exception is rethrown).
+    type TransactionalStorage;
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &TransactionalStorage,
+        f: &js_sys::Function,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// One command row as the insert binds it.
+struct RowArgs {
+    seq: f64,
+    ts: f64,
+    topic: String,
+    name: String,
+    params: String,
+    duration: JsValue,
+    id: JsValue,
+    key: Option<String>,
 }
 
 pub struct Store {
     sql: SqlStorage,
+    /// The runtime's storage object, for transactions.
+    storage: JsValue,
     /// When expired idempotency keys were last deleted (ms, this isolate).
     pruned_at: Cell<u64>,
 }
@@ -97,7 +124,8 @@ fn int(v: u64) -> SqlStorageValue {
 }
 
 impl Store {
-    pub fn open(sql: SqlStorage) -> worker::Result<Self> {
+    pub fn open(storage: &Storage) -> worker::Result<Self> {
+        let sql = storage.sql();
         sql.exec(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
             None,
@@ -121,6 +149,7 @@ impl Store {
         )?;
         Ok(Self {
             sql,
+            storage: AsRef::<JsValue>::as_ref(storage.as_raw()).clone(),
             pruned_at: Cell::new(0),
         })
     }
@@ -167,50 +196,82 @@ impl Store {
         Ok(stored.max(max_row))
     }
 
-    /// Stores newly published commands and their idempotency keys. Rows
-    /// leave only through the archive (`delete_through`), never unarchived:
-    /// when the archive lags, the object refuses publishes instead
-    /// (`routing::archive::backlog_full`).
-    pub fn append(&self, rows: &[StoredCommand]) -> worker::Result<()> {
+    /// Stores newly published commands and their idempotency keys, in one
+    /// transaction: on an error nothing of them is stored. Rows leave only
+    /// through the archive (`delete_through`), never unarchived: when the
+    /// archive lags, the object refuses publishes instead
+    /// (`routing::archive::backlog_full`). The pruning of expired
+    /// idempotency keys runs after the commit; its failure is only logged.
+    ///
+    /// `fail_at_row` (the test-only var `TEST_FAIL_STORE_AT_ROW`, 1-based)
+    /// makes the insert of that row of a publish throw inside the
+    /// transaction, after the rows before it were inserted.
+    pub fn append(&self, rows: &[StoredCommand], fail_at_row: Option<usize>) -> worker::Result<()> {
         let Some(last) = rows.last() else {
             return Ok(());
         };
-        let sql: &SqlExec = self.sql.as_ref().unchecked_ref();
+        let mut args = Vec::with_capacity(rows.len());
         for row in rows {
             let c = &row.command;
             let params = serde_json::to_string(&c.params)
                 .map_err(|e| worker::Error::RustError(e.to_string()))?;
             // seq, ts and durations stay far below 2^53, so f64 is exact.
-            let duration = c
-                .duration_ms
-                .map(|d| JsValue::from_f64(f64::from(d)))
-                .unwrap_or(JsValue::NULL);
-            let id =
-                c.id.as_deref()
+            args.push(RowArgs {
+                seq: row.seq as f64,
+                ts: row.ts as f64,
+                topic: c.topic.as_str().to_string(),
+                name: c.name.as_str().to_string(),
+                params,
+                duration: c
+                    .duration_ms
+                    .map(|d| JsValue::from_f64(f64::from(d)))
+                    .unwrap_or(JsValue::NULL),
+                id: c
+                    .id
+                    .as_deref()
                     .map(JsValue::from_str)
-                    .unwrap_or(JsValue::NULL);
-            sql.exec7(
-                INSERT_COMMAND,
-                row.seq as f64,
-                row.ts as f64,
-                c.topic.as_str(),
-                c.name.as_str(),
-                &params,
-                &duration,
-                &id,
-            )
-            .map_err(worker::Error::from)?;
-            if let Some(key) = &c.id {
-                sql.exec3(UPSERT_ID, key, row.seq as f64, row.ts as f64)
-                    .map_err(worker::Error::from)?;
-            }
+                    .unwrap_or(JsValue::NULL),
+                key: c.id.clone(),
+            });
         }
+        let sql: JsValue = self.sql.as_ref().clone();
+        let insert = move || -> Result<JsValue, JsValue> {
+            let sql: &SqlExec = sql.unchecked_ref();
+            for (i, a) in args.iter().enumerate() {
+                sql.exec7(
+                    INSERT_COMMAND,
+                    a.seq,
+                    a.ts,
+                    &a.topic,
+                    &a.name,
+                    &a.params,
+                    &a.duration,
+                    &a.id,
+                )?;
+                if fail_at_row == Some(i + 1) {
+                    return Err(
+                        js_sys::Error::new("TEST_FAIL_STORE_AT_ROW: injected failure").into(),
+                    );
+                }
+                if let Some(key) = &a.key {
+                    sql.exec3(UPSERT_ID, key, a.seq, a.ts)?;
+                }
+            }
+            Ok(JsValue::UNDEFINED)
+        };
+        let insert = Closure::once(insert);
+        self.storage
+            .unchecked_ref::<TransactionalStorage>()
+            .transaction_sync(insert.as_ref().unchecked_ref())
+            .map_err(worker::Error::from)?;
         if last.ts >= self.pruned_at.get().saturating_add(PRUNE_EVERY_MS) {
             self.pruned_at.set(last.ts);
-            self.sql.exec(
+            if let Err(e) = self.sql.exec(
                 "DELETE FROM idempotency WHERE ts < ?",
                 vec![int(last.ts.saturating_sub(IDEMPOTENCY_MS))],
-            )?;
+            ) {
+                console_error!("pruning idempotency keys: {e}");
+            }
         }
         Ok(())
     }

@@ -731,6 +731,51 @@ fn a_backlogged_publish_commits_nothing_and_keeps_the_socket() {
 }
 
 #[test]
+fn a_failed_batch_store_leaves_seq_and_ids_so_later_publishes_are_consecutive() {
+    let mut fx = Fx::new(0);
+    let s = fx.connect("s", &[">"], false, false);
+    fx.take(s);
+    let commands: Vec<Command> = [
+        json!({"name": "a", "id": "k1"}),
+        json!({"name": "b"}),
+        json!({"name": "c", "id": "k3"}),
+    ]
+    .iter()
+    .map(|v| crate::protocol::parse_command(v).unwrap())
+    .collect();
+    let effects = fx.hub().handle(0, Input::Publish { commands });
+    let pending = effects
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Store(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(pending.seqs, vec![1, 2, 3]);
+    let after = fx.hub().handle(0, Input::StoreFailed(pending));
+    assert!(
+        after
+            .iter()
+            .all(|e| !matches!(e, Effect::Send { .. } | Effect::Reply(_))),
+        "a failed store delivers and answers nothing: {after:?}"
+    );
+    assert_eq!(fx.hub().seq(), 0);
+    // The same ids publish again (none was remembered), from seq 1.
+    let (seqs, delivered) = fx.publish(
+        vec![
+            json!({"name": "a", "id": "k1"}),
+            json!({"name": "c", "id": "k3"}),
+        ],
+        1,
+    );
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(delivered, 2);
+    let (seqs, _) = fx.publish(vec![c("face", "smile")], 2);
+    assert_eq!(seqs, vec![3]);
+    assert_eq!(fx.seqs(s), vec![1, 2, 3]);
+}
+
+#[test]
 fn client_info_round_trips_as_attachment() {
     let info = ClientInfo {
         client_id: "c".into(),

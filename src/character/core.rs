@@ -165,7 +165,9 @@ impl Core {
                 Effect::Store(pending) => {
                     // The same turn stores and delivers, so the runtime's
                     // output gate holds the frames until the rows are durable.
-                    let stored = self.store.append(&pending.rows);
+                    let stored = self
+                        .store
+                        .append(&pending.rows, self.config.test_fail_store_at_row);
                     let next = match stored {
                         Ok(()) => Input::Stored(pending),
                         Err(e) => {

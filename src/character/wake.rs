@@ -22,7 +22,7 @@ impl Character {
         if self.core.borrow().is_some() {
             return Ok(());
         }
-        let store = Store::open(self.state.storage().sql())?;
+        let store = Store::open(&self.state.storage())?;
         let stored_name = store.meta("character")?;
         let name = match (self.state.id().name(), stored_name.clone(), name_hint) {
             (Some(n), _, _) | (None, Some(n), _) => n,
