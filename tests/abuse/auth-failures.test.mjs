@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer } from "../../scripts/server.mjs";
+import { http } from "./helpers.mjs";
 import { makeJwt, nowS } from "../integration/helpers.mjs";
 
 const SECRET = `abuse-${Date.now()}`;
@@ -16,14 +17,7 @@ before(async () => {
 after(async () => { await server?.stop(); });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function call(method, path, headers = {}, body) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["content-type"] = "application/json"; }
-  const res = await fetch(server.url + path, init);
-  const text = await res.text();
-  let json = null; try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, headers: res.headers, json };
-}
+const call = (method, path, headers = {}, body) => http(server.url, method, path, body, headers);
 const admin = { "x-api-key": KEY };
 const authEvents = async () => (await call("GET", "/v1/admin/logs?limit=1000", admin)).json.events
   .filter((e) => e.event === "auth_failure" || e.event === "auth_failures");

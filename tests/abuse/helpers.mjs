@@ -13,8 +13,8 @@ export const progress = (msg) => process.stderr.write(`[abuse +${((Date.now() - 
 export const start = ({ state, vars = {} } = {}) =>
   startServer({ runtime: "dev", name: "abuse", state, vars, onProgress: progress });
 
-export async function http(base, method, path, body) {
-  const init = { method, headers: {} };
+export async function http(base, method, path, body, headers = {}) {
+  const init = { method, headers: { ...headers } };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["content-type"] = "application/json";

@@ -6,6 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { startServer } from "../../scripts/server.mjs";
+import { http } from "./helpers.mjs";
 import { makeJwt, nowS } from "../integration/helpers.mjs";
 
 const SECRET = `revoke-${Date.now()}`;
@@ -19,14 +20,7 @@ after(async () => { for (const ws of sockets) ws.terminate(); await server?.stop
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const token = (sub, role = "subscriber") => makeJwt({ sub, exp: nowS() + 600, role }, SECRET);
 
-async function call(method, path, headers = {}, body) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["content-type"] = "application/json"; }
-  const res = await fetch(server.url + path, init);
-  const text = await res.text();
-  let json = null; try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, json };
-}
+const call = (method, path, headers = {}, body) => http(server.url, method, path, body, headers);
 
 function open(character, sub) {
   const ws = new WebSocket(`${server.url.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?token=${token(sub)}`, { closeTimeout: 500 });
