@@ -6,7 +6,7 @@
 use routing::protocol::MAX_BODY_BYTES;
 use routing::query::{query_pairs, split_url};
 use routing::topic::CharacterId;
-use routing::wire::{path as object_path, H_CHARACTER};
+use routing::wire::H_CHARACTER;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::web_sys;
@@ -138,18 +138,31 @@ pub fn js_message(e: &wasm_bindgen::JsValue) -> String {
 pub async fn post_to_object(
     env: &Env,
     character: &CharacterId,
+    path: &str,
     body: wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
+    let url = format!("https://character{path}");
+    let forwarded = post_request(&url, body, Some(character))?;
+    Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
+}
+
+/// A JSON POST to an object's internal `url`, naming `character` for a
+/// character object.
+pub fn post_request(
+    url: &str,
+    body: wasm_bindgen::JsValue,
+    character: Option<&CharacterId>,
+) -> worker::Result<Request> {
     let headers = Headers::new();
-    headers.set(H_CHARACTER, character.as_str())?;
     headers.set("content-type", "application/json")?;
+    if let Some(c) = character {
+        headers.set(H_CHARACTER, c.as_str())?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(body));
-    let url = format!("https://character{}", object_path::PUBLISH);
-    let forwarded = Request::new_with_init(&url, &init)?;
-    Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
+    Request::new_with_init(url, &init)
 }
 
 pub fn bytes_value(body: &[u8]) -> wasm_bindgen::JsValue {

@@ -18,6 +18,11 @@ use crate::error::{json_response, AppError};
 pub const BINDING: &str = "REGISTRY";
 pub const INSTANCE: &str = "global";
 
+/// The one registry instance.
+pub fn stub(env: &Env) -> worker::Result<worker::Stub> {
+    env.durable_object(BINDING)?.get_by_name(INSTANCE)
+}
+
 #[durable_object]
 pub struct Registry {
     state: State,

@@ -9,39 +9,21 @@ use std::cell::RefCell;
 use futures_util::future::join_all;
 use routing::revocation::{parse_revocation_body, RevocationCache};
 use routing::topic::CharacterId;
-use routing::wire::{path, Revocation, RevocationRecorded, RevokeAnswer, H_CHARACTER};
-use worker::{console_error, Env, Headers, Method, Request, RequestInit, Response, Stub};
+use routing::wire::{path, Revocation, RevocationRecorded, RevokeAnswer};
+use wasm_bindgen::JsValue;
+use worker::{console_error, Env, Method, Request, Response};
 
 use crate::error::{json_response, AppError};
-use crate::forward::stub;
+use crate::forward::{post_request, post_to_object};
 use crate::registry;
 
 thread_local! {
     static CACHE: RefCell<RevocationCache> = RefCell::new(RevocationCache::default());
 }
 
-fn registry_stub(env: &Env) -> Result<Stub, AppError> {
-    Ok(env
-        .durable_object(registry::BINDING)?
-        .get_by_name(registry::INSTANCE)?)
-}
-
-fn post(url: &str, body: &str, character: Option<&CharacterId>) -> Result<Request, AppError> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    if let Some(c) = character {
-        headers.set(H_CHARACTER, c.as_str())?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(wasm_bindgen::JsValue::from_str(body)));
-    Ok(Request::new_with_init(url, &init)?)
-}
-
 async fn fetch_list(env: &Env) -> Result<Vec<Revocation>, AppError> {
     let url = format!("https://registry{}", path::REVOCATIONS);
-    let mut resp = registry_stub(env)?
+    let mut resp = registry::stub(env)?
         .fetch_with_request(Request::new(&url, Method::Get)?)
         .await?;
     Ok(resp.json().await?)
@@ -75,8 +57,8 @@ pub async fn revoke(env: &Env, body: &[u8], now: u64) -> Result<Response, AppErr
     let revocation = parse_revocation_body(body, now)?;
     let json = serde_json::to_string(&revocation).map_err(AppError::internal)?;
     let url = format!("https://registry{}", path::REVOCATIONS);
-    let mut resp = registry_stub(env)?
-        .fetch_with_request(post(&url, &json, None)?)
+    let mut resp = registry::stub(env)?
+        .fetch_with_request(post_request(&url, JsValue::from_str(&json), None)?)
         .await?;
     if resp.status_code() != 200 {
         return Err(AppError::internal(format!(
@@ -95,10 +77,8 @@ pub async fn revoke(env: &Env, body: &[u8], now: u64) -> Result<Response, AppErr
         .collect();
     for chunk in characters.chunks(20) {
         let calls = chunk.iter().map(|c| async {
-            let url = format!("https://character{}", path::REVOKE);
-            let mut resp = stub(env, c)?
-                .fetch_with_request(post(&url, &user, Some(c))?)
-                .await?;
+            let body = JsValue::from_str(&user);
+            let mut resp = post_to_object(env, c, path::REVOKE, body).await?;
             let answer: RevokeAnswer = resp.json().await?;
             Ok::<usize, AppError>(answer.closed)
         });

@@ -169,11 +169,8 @@ async fn dispatch(
         }
         Route::AdminSubscriptions => {
             authorized(&req, env, Action::Admin, None).await?;
-            let stub = env
-                .durable_object(registry::BINDING)?
-                .get_by_name(registry::INSTANCE)?;
             let forwarded = get_from_object(object_path::LIST, &req, Method::Get, None)?;
-            Ok(stub.fetch_with_request(forwarded).await?)
+            Ok(registry::stub(env)?.fetch_with_request(forwarded).await?)
         }
         Route::AdminCharacterSubscriptions(character) => {
             authorized(&req, env, Action::Admin, Some(&character)).await?;
@@ -258,13 +255,13 @@ async fn publish(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
         // oversized body is refused (as soon as it passes the bound) before
         // it reaches the object.
         let body = read_measured(&req).await?;
-        return post_to_object(env, character, bytes_value(&body)).await;
+        return post_to_object(env, character, object_path::PUBLISH, bytes_value(&body)).await;
     }
     let body = match req.raw.body() {
         Some(stream) => stream.unchecked_into::<wasm_bindgen::JsValue>(),
         None => bytes_value(&[]),
     };
-    post_to_object(env, character, body).await
+    post_to_object(env, character, object_path::PUBLISH, body).await
 }
 
 /// Derives commands from text, publishes them, and answers like `commands`
@@ -274,7 +271,13 @@ async fn say(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
     let commands = crate::say::derive(env, &body)?;
     let derived: Vec<serde_json::Value> = commands.iter().map(command_json).collect();
     let forward = serde_json::json!({ "commands": derived }).to_string();
-    let mut resp = post_to_object(env, character, bytes_value(forward.as_bytes())).await?;
+    let mut resp = post_to_object(
+        env,
+        character,
+        object_path::PUBLISH,
+        bytes_value(forward.as_bytes()),
+    )
+    .await?;
     if resp.status_code() != 200 {
         return Ok(resp);
     }
@@ -310,7 +313,7 @@ async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     }
     let one = serde_json::json!({ "commands": [command_json(&command)] }).to_string();
     let calls = characters.iter().map(|c| async {
-        let mut resp = post_to_object(env, c, bytes_value(one.as_bytes())).await?;
+        let mut resp = post_to_object(env, c, object_path::PUBLISH, bytes_value(one.as_bytes())).await?;
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!("broadcast to {}: status {}", c.as_str(), resp.status_code())));
         }

@@ -184,14 +184,6 @@ pub fn decode_page(json: &str) -> Option<Vec<StoredCommand>> {
     )
 }
 
-/// True when `rows` hold every seq from `from` through `to`, in order.
-pub fn covers(rows: &[StoredCommand], from: u64, to: u64) -> bool {
-    if from > to {
-        return true;
-    }
-    rows.len() as u64 == to - from + 1 && rows.iter().zip(from..).all(|(r, s)| r.seq == s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,17 +230,6 @@ mod tests {
         let rows: Vec<StoredCommand> = (1..=3).map(row).collect();
         assert_eq!(decode_page(&encode_page(&rows)).unwrap(), rows);
         assert!(decode_page("not json").is_none());
-    }
-
-    #[test]
-    fn coverage_needs_every_seq() {
-        let rows: Vec<StoredCommand> = (3..=6).map(row).collect();
-        assert!(covers(&rows, 3, 6));
-        assert!(!covers(&rows, 2, 6));
-        assert!(!covers(&rows[1..], 3, 6));
-        assert!(covers(&[], 5, 4));
-        let gappy = vec![row(3), row(5)];
-        assert!(!covers(&gappy, 3, 4));
     }
 
     #[test]

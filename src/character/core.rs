@@ -252,9 +252,9 @@ impl Core {
     /// When the object next needs its alarm: the hub's next deadline or the
     /// archive's retry, whichever is first.
     pub fn next_alarm(&self) -> Option<u64> {
-        match (self.hub.poll_timeout(), self.archive.retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.hub.poll_timeout(), self.archive.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -18,9 +18,6 @@ use super::{attachment, random_hex, AppResult, Character};
 use crate::error::{json_response, AppError};
 use crate::kv;
 
-/// SQLite rows read per step when paging through history.
-const PAGE_ROWS: u64 = 500;
-
 impl Character {
     pub(super) async fn serve(&self, mut req: Request, now: u64) -> AppResult<Response> {
         let hint = req.headers().get(H_CHARACTER)?;
@@ -227,7 +224,7 @@ impl Character {
             match reader.next() {
                 Need::Done => return Ok(reader),
                 Need::Rows { after, limit } => self.with_core(now, |core| {
-                    let rows = core.store.after(after, limit.min(PAGE_ROWS))?;
+                    let rows = core.store.after(after, limit)?;
                     reader.feed_rows(rows, core.archived_through);
                     Ok(())
                 })?,

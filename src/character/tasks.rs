@@ -10,9 +10,10 @@ use std::time::Duration;
 use routing::archive::{encode_page, next_page_ready, page_key, page_of, unarchived};
 use routing::events::LogEvent;
 use routing::wire::{path, RegistryReport};
-use worker::{console_error, Delay, Env, Method, Request, Result};
+use worker::{console_error, Delay, Env, Result};
 
 use super::core::Shared;
+use crate::forward::post_request;
 use crate::{kv, registry};
 
 /// The kinds of deferred work.
@@ -151,14 +152,9 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
             serde_json::to_string(&report).map_err(|e| worker::Error::RustError(e.to_string()))?;
         (body, listed)
     };
-    let stub = env
-        .durable_object(registry::BINDING)?
-        .get_by_name(registry::INSTANCE)?;
-    let mut init = worker::RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
-    let req = Request::new_with_init(&format!("https://registry{}", path::REPORT), &init)?;
-    let resp = stub.fetch_with_request(req).await?;
+    let url = format!("https://registry{}", path::REPORT);
+    let req = post_request(&url, wasm_bindgen::JsValue::from_str(&body), None)?;
+    let resp = registry::stub(env)?.fetch_with_request(req).await?;
     if resp.status_code() != 200 {
         return Err(worker::Error::RustError(format!(
             "registry answered {}",
