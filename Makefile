@@ -9,7 +9,9 @@ bootstrap:
 build: bootstrap
 	@scripts/build.sh
 
+# Auth is off locally through .dev.vars, made from .dev.vars.example when absent.
 dev: build
+	@[ -f .dev.vars ] || { cp .dev.vars.example .dev.vars && echo "dev: created .dev.vars from .dev.vars.example (auth off)"; }
 	node_modules/.bin/wrangler dev -c wrangler.dev.toml --ip 127.0.0.1 --port 8787 $(ARGS)
 
 # fmt, clippy (host: routing, bench; wasm32: the Worker) and routing's host tests.

@@ -62,7 +62,7 @@ echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
 # WebSocket message passes through it; the partyserver peer has none.
 # BENCHMARKS.md has the measured cost of that hop for both.
 server_start ours --runtime local --config "$OURS_CONFIG" "${PORT_OURS[@]}" \
-  --state "$WORK/state-ours" --log "$WORK/ours.log" -- --assets off
+  --state "$WORK/state-ours" --log "$WORK/ours.log" --var AUTH_ENABLED:false -- --assets off
 server_start partyserver --runtime local --config bench/peers/partyserver/wrangler.toml "${PORT_PARTY[@]}" \
   --state "$WORK/state-partyserver" --log "$WORK/partyserver.log"
 server_start native --runtime exec "${PORT_NATIVE[@]}" --log "$WORK/native.log" \

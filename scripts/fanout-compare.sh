@@ -18,8 +18,8 @@ toml_for() { # a copy of the dev config without [build], serving the given build
 }
 toml_a=$(toml_for "$a"); toml_b=$(toml_for "$b")
 SERVER_DIRS+=("$toml_a" "$toml_b") # removed with the servers' directories
-server_start A --config "$toml_a"
-server_start B --config "$toml_b"
+server_start A --config "$toml_a" --var AUTH_ENABLED:false
+server_start B --config "$toml_b" --var AUTH_ENABLED:false
 for i in $(seq 1 "$runs"); do
   for side in A B; do
     url_var="${side}_URL"

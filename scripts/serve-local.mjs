@@ -19,7 +19,9 @@
 //
 // Usage: node scripts/serve-local.mjs --config TOML --port N --persist-to DIR
 //          [--ip 127.0.0.1] [--var NAME:VALUE ...] [--inspector-port N]
-//          [--assets on|off] [--log-level LEVEL]
+//          [--assets on|off] [--log-level LEVEL] [--env-file FILE]
+// `--env-file` names the secrets file (as `wrangler dev --env-file`); without
+// it wrangler would read the config directory's `.dev.vars`.
 // `--assets off` serves the Worker without the config's static assets: then
 // no assets router sits between the client and the Worker. That router is a
 // Worker of its own in the local runtime, and every request and every
@@ -47,6 +49,7 @@ for (let i = 0; i < args.length; i += 2) {
     case "--ip": opts.ip = value; break;
     case "--inspector-port": opts.inspectorPort = Number(value); break;
     case "--log-level": opts.logLevel = value; break;
+    case "--env-file": opts.envFile = resolve(value); break;
     case "--assets":
       if (value !== "on" && value !== "off") throw new Error(`serve-local: --assets wants on or off, got ${value}`);
       opts.assets = value === "on";
@@ -103,6 +106,7 @@ const worker = await unstable_startWorker({
   entrypoint: join(snapshot, main),
   ...(assetsDir ? { assets: join(snapshot, "assets") } : {}),
   bindings,
+  ...(opts.envFile ? { envFiles: [opts.envFile] } : {}),
   // An empty command: no custom build and no watcher; the bundle is built from
   // `main` as it is on disk.
   build: { custom: { command: "" } },

@@ -26,6 +26,7 @@
 // Command line (bash callers use it through scripts/server.sh):
 //   node scripts/server.mjs start [--runtime dev|local|exec] [--name NAME]
 //       [--config TOML] [--state DIR] [--log FILE] [--var NAME:VALUE]...
+//       [--secret NAME:VALUE]...
 //       [--port N] [--inspector] [--log-level LEVEL] [--timeout SECONDS]
 //       [-- EXTRA...]
 //     starts the server in the background, waits for /healthz and prints
@@ -36,8 +37,15 @@
 //   node scripts/server.mjs stop [--kill] [--grace SECONDS] PID...
 //     stops those servers' process groups and waits until they are gone.
 // SERVER_LOG_LEVEL sets the default log level (warn).
+//
+// Vars and secrets: `vars` (--var) override the config's [vars]; `secrets`
+// (--secret) reach the Worker as secrets, through an env file in the server's
+// throwaway directory (`--env-file`), as `.dev.vars` would. That file is
+// always given, even empty, so a developer's own `.dev.vars` (which turns
+// auth off for `make dev`) never reaches a test, bench or soak server: each
+// says AUTH_ENABLED itself.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -136,12 +144,13 @@ function commandOf(o, port, inspectorPort) {
       return [join(ROOT, "node_modules/.bin/wrangler"), [
         "dev", "-c", o.config, "--ip", "127.0.0.1", "--port", String(port),
         "--inspector-port", String(inspectorPort), "--persist-to", o.state,
-        "--show-interactive-dev-session=false", "--log-level", o.logLevel, ...vars, ...o.args,
+        "--show-interactive-dev-session=false", "--log-level", o.logLevel, "--env-file", o.envFile,
+        ...vars, ...o.args,
       ]];
     case "local":
       return [process.execPath, [
         join(ROOT, "scripts/serve-local.mjs"), "--config", o.config, "--port", String(port),
-        "--persist-to", o.state, "--log-level", o.logLevel,
+        "--persist-to", o.state, "--log-level", o.logLevel, "--env-file", o.envFile,
         ...(inspectorPort ? ["--inspector-port", String(inspectorPort)] : []), ...vars, ...o.args,
       ]];
     case "exec": {
@@ -161,7 +170,8 @@ function commandOf(o, port, inspectorPort) {
  * messages and the temporary directory); config (default wrangler.dev.toml,
  * relative to the current directory); state (persisted state directory;
  * default a throwaway one); logFile (default server.log in the throwaway
- * directory); vars ({ NAME: value }, over the config's [vars]); args (extra
+ * directory); vars ({ NAME: value }, over the config's [vars]); secrets
+ * ({ NAME: value }, given as secrets through an env file); args (extra
  * arguments, or the command for exec); port (default a free one); inspector
  * (local: open the devtools inspector on a free port; dev always has one);
  * logLevel; readyPath ("/healthz"); timeoutMs (180 s); onProgress(message);
@@ -170,7 +180,7 @@ function commandOf(o, port, inspectorPort) {
  */
 export async function startServer(options = {}) {
   const o = {
-    runtime: "dev", config: "wrangler.dev.toml", vars: {}, args: [], inspector: false,
+    runtime: "dev", config: "wrangler.dev.toml", vars: {}, secrets: {}, args: [], inspector: false,
     logLevel: process.env.SERVER_LOG_LEVEL ?? "warn", readyPath: "/healthz", timeoutMs: 180_000,
     onProgress: () => {}, background: false,
     // An option given as undefined keeps its default.
@@ -178,9 +188,15 @@ export async function startServer(options = {}) {
   };
   o.name ??= o.runtime;
   o.config = resolve(o.config);
-  const needsDir = (o.runtime !== "exec" && !o.state) || !o.logFile;
+  // Every workerd server gets one, for its env file at least.
+  const needsDir = o.runtime !== "exec" || !o.logFile;
   const dir = needsDir ? mkdtempSync(join(tmpdir(), `gateway-${o.name}-`)) : null;
-  if (o.runtime !== "exec") o.state = resolve(o.state ?? join(dir, "state"));
+  if (o.runtime !== "exec") {
+    o.state = resolve(o.state ?? join(dir, "state"));
+    o.envFile = join(dir, "secrets.env");
+    const lines = Object.entries(o.secrets).map(([k, v]) => `${k}=${JSON.stringify(String(v))}\n`);
+    writeFileSync(o.envFile, lines.join(""), { mode: 0o600 });
+  }
   o.logFile = resolve(o.logFile ?? join(dir, "server.log"));
   mkdirSync(dirname(o.logFile), { recursive: true });
   // Also in the background: a launcher interrupted while it waits takes its server with it.
@@ -258,7 +274,7 @@ async function stop(server, { signal = "SIGTERM", graceMs, keep = false } = {}) 
 function usage(message) {
   if (message) console.error(`server: ${message}`);
   console.error(`usage: node scripts/server.mjs start [--runtime dev|local|exec] [--name NAME] [--config TOML]
-           [--state DIR] [--log FILE] [--var NAME:VALUE]... [--port N] [--inspector]
+           [--state DIR] [--log FILE] [--var NAME:VALUE]... [--secret NAME:VALUE]... [--port N] [--inspector]
            [--log-level LEVEL] [--timeout SECONDS] [-- EXTRA...]
        node scripts/server.mjs stop [--kill] [--grace SECONDS] PID...`);
   process.exit(2);
@@ -267,7 +283,7 @@ function usage(message) {
 async function cli(argv) {
   const [command, ...rest] = argv;
   if (command === "start") {
-    const o = { vars: {}, args: [], background: true };
+    const o = { vars: {}, secrets: {}, args: [], background: true };
     for (let i = 0; i < rest.length; i++) {
       const flag = rest[i];
       if (flag === "--") { o.args = rest.slice(i + 1); break; }
@@ -283,10 +299,11 @@ async function cli(argv) {
         case "--port": o.port = Number(value); break;
         case "--log-level": o.logLevel = value; break;
         case "--timeout": o.timeoutMs = Number(value) * 1000; break;
-        case "--var": {
+        case "--var":
+        case "--secret": {
           const at = value.indexOf(":");
-          if (at < 1) usage(`--var wants NAME:VALUE, got ${value}`);
-          o.vars[value.slice(0, at)] = value.slice(at + 1);
+          if (at < 1) usage(`${flag} wants NAME:VALUE, got ${value}`);
+          o[flag === "--var" ? "vars" : "secrets"][value.slice(0, at)] = value.slice(at + 1);
           break;
         }
         default: usage(`unknown argument ${flag}`);

@@ -26,14 +26,15 @@ rm -rf "$dry" "$dry.log"
 step "servers: wrangler dev with auth off, batched, auth on"
 source scripts/server.sh
 trap servers_stop EXIT
-server_start OPEN
+# Every server says AUTH_ENABLED (the dev config ships with auth on).
+server_start OPEN --var AUTH_ENABLED:false
 # Batching on, and say rules replaced by configuration.
 export TEST_SAY_RULES='{"rules":[{"name":"beep","pattern":"(?i)\\bbeep\\b","commands":[{"name":"beep_boop","topic":"face","duration_ms":100}]}]}'
-server_start BATCHED --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RULES"
+server_start BATCHED --var AUTH_ENABLED:false --var BATCH_WINDOW_MS:100 --var "SAY_RULES:$TEST_SAY_RULES"
 # Auth on, with a small history so the KV archive is exercised.
 export TEST_JWT_SECRET="test-secret-$(date +%s)-$RANDOM" TEST_API_KEYS="key-one,key-two"
-server_start AUTH --var AUTH_ENABLED:true --var "JWT_SECRET:$TEST_JWT_SECRET" \
-  --var "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
+server_start AUTH --var AUTH_ENABLED:true --secret "JWT_SECRET:$TEST_JWT_SECRET" \
+  --secret "API_KEYS:$TEST_API_KEYS" --var HISTORY_LIMIT:10
 # GATEWAY_LOG: suites that check what the server logged (aborts.test.mjs) read it.
 export GATEWAY_URL="$OPEN_URL" GATEWAY_BATCH_URL="$BATCHED_URL" GATEWAY_AUTH_URL="$AUTH_URL" GATEWAY_LOG="$OPEN_LOG"
 

@@ -34,12 +34,14 @@ pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
 }
 
-/// A secret, or (for local setups) a plain var of the same name.
+/// A secret (`wrangler secret put`; locally `.dev.vars` or an env file).
+/// The runtime hands secrets and plain vars to the Worker alike, so what
+/// keeps a secret out of `[vars]` is the configs' own test
+/// (`routing/tests/configs.rs`), not this lookup.
 pub fn secret(env: &Env, name: &str) -> Option<String> {
     env.secret(name)
         .ok()
         .map(|v| v.to_string())
-        .or_else(|| var(env, name))
         .filter(|v| !v.is_empty())
 }
 

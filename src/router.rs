@@ -10,6 +10,7 @@ use routing::events::LogEvent;
 use routing::protocol::{parse_broadcast_body, Command, ErrorCode};
 use routing::query::{parse_history_query, parse_logs_query, parse_subscribe_query};
 use routing::route::{route, Route, RouteError};
+use routing::settings::{cors_headers, preflight_headers, websocket_origin};
 use routing::topic::CharacterId;
 use wasm_bindgen::JsCast;
 use worker::worker_sys::web_sys;
@@ -33,7 +34,21 @@ use routing::wire::{
 type Handled = std::result::Result<Response, AppError>;
 
 pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+    let settings = match Auth::cached(&env) {
+        Ok(settings) => settings,
+        Err(e) => {
+            // Never guess a setting that decides who gets in: refuse, and
+            // say in the log which one is wrong.
+            worker::console_error!("{e}; every request is refused until it is fixed");
+            return AppError::new(
+                ErrorCode::Internal,
+                "the gateway is misconfigured; its log names the setting",
+            )
+            .into_response();
+        }
+    };
     let req = Incoming::new(req);
+    let origin = req.headers().get("origin")?;
     let path = req.path.clone();
     let method = req.method.clone();
     let routed = route(&req.method, &req.path);
@@ -41,7 +56,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
     let label = route_label(routed.as_ref().ok());
     let address = guard::client_address(&req.headers());
     let now = now_ms();
-    let result = dispatch(req, routed, &env).await;
+    let result = dispatch(req, routed, &env, &settings, origin.as_deref()).await;
     // Auth failures (tallied, and limited per address) and admin actions go
     // to the event log after the answer.
     let (result, events) = match result {
@@ -81,10 +96,29 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
             }
         });
     }
-    match result {
-        Ok(resp) => Ok(resp),
-        Err(e) => e.into_response(),
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => e.into_response()?,
+    };
+    with_cors(resp, &settings, origin.as_deref())
+}
+
+/// The answer with the CORS headers its caller's origin gets (none unless
+/// `CORS_ORIGINS` allows it). Answers from an object have immutable headers,
+/// so the headers are copied; a WebSocket's 101 is left as it is.
+fn with_cors(resp: Response, settings: &Auth, origin: Option<&str>) -> Result<Response> {
+    let cors = cors_headers(settings.cors.as_ref(), origin);
+    if cors.is_empty() || resp.status_code() == 101 {
+        return Ok(resp);
     }
+    let headers = Headers::new();
+    for (k, v) in resp.headers().entries() {
+        headers.set(&k, &v)?;
+    }
+    for (k, v) in cors {
+        headers.set(k, &v)?;
+    }
+    Ok(resp.with_headers(headers))
 }
 
 fn check(
@@ -101,7 +135,9 @@ async fn principal(
     env: &Env,
     token: Option<&str>,
 ) -> std::result::Result<Principal, AppError> {
-    let p = Auth::cached(env).principal(&req.headers(), token)?;
+    let p = Auth::cached(env)
+        .map_err(AppError::internal)?
+        .principal(&req.headers(), token)?;
     // A user whose rights were withdrawn (admin revocations) is refused.
     if let Principal::Token(claims) = &p {
         crate::revoke::check_user(env, &claims.sub, now_ms()).await?;
@@ -128,6 +164,8 @@ async fn dispatch(
     req: Incoming,
     routed: std::result::Result<Route, RouteError>,
     env: &Env,
+    settings: &Auth,
+    origin: Option<&str>,
 ) -> Handled {
     let route = match routed {
         Ok(route) => route,
@@ -140,7 +178,17 @@ async fn dispatch(
     };
     match route {
         Route::Health => Ok(json_response(200, r#"{"status":"ok"}"#)?),
+        Route::Preflight(allow) => {
+            let headers = Headers::new();
+            let cors = settings.cors.as_ref();
+            for (k, v) in preflight_headers(cors, origin, allow, &settings.api_key_header) {
+                headers.set(k, &v)?;
+            }
+            Ok(Response::empty()?.with_status(204).with_headers(headers))
+        }
         Route::Subscribe(character) => {
+            // A browser page from another site is refused before anything else.
+            websocket_origin(settings.socket_origins.as_ref(), origin)?;
             let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
             let p = principal(&req, env, token.as_ref().map(|(_, v)| v.as_str())).await?;
             check(&p, Action::Subscribe, Some(&character))?;

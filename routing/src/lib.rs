@@ -16,6 +16,7 @@ pub mod query;
 pub mod reader;
 pub mod revocation;
 pub mod route;
+pub mod settings;
 pub mod subscriptions;
 pub mod tally;
 pub mod tasks;

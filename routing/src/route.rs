@@ -47,6 +47,9 @@ pub enum Route {
     AdminLogs,
     /// `POST /v1/admin/revocations`: withdraw a user's rights (4003).
     AdminRevoke,
+    /// `OPTIONS` on a known path: the methods it allows (`Allow`, and the
+    /// CORS preflight answer).
+    Preflight(&'static [&'static str]),
 }
 
 impl Route {
@@ -72,6 +75,7 @@ impl Route {
             | Route::AdminCharacterSubscriptions(c)
             | Route::AdminKick { character: c, .. } => Some(c),
             Route::Health
+            | Route::Preflight(_)
             | Route::Broadcast
             | Route::AdminSubscriptions
             | Route::AdminLogs
@@ -168,20 +172,84 @@ impl From<ApiError> for RouteError {
     }
 }
 
-const GET: &[&str] = &["GET"];
-const GET_HEAD: &[&str] = &["GET", "HEAD"];
-const POST: &[&str] = &["POST"];
-const DELETE: &[&str] = &["DELETE"];
+/// The methods of a path that reads: `GET`, `HEAD` (the same answer without
+/// its body) and `OPTIONS` (CORS preflight).
+const READ: &[&str] = &["GET", "HEAD", "OPTIONS"];
+const POST: &[&str] = &["POST", "OPTIONS"];
+const DELETE: &[&str] = &["DELETE", "OPTIONS"];
 
-/// `method` as the runtime spells it. Methods are compared exactly, so one
-/// no route knows (QUERY, PROPFIND, a lowercase `patch`) is a 405 on every
-/// known path rather than being taken for another.
-fn allow(method: &str, allowed: &'static [&'static str]) -> Result<(), RouteError> {
-    if allowed.contains(&method) {
-        Ok(())
-    } else {
-        Err(RouteError::method_not_allowed(allowed))
+/// A path the table knows, before its method and names are checked.
+enum Shape<'a> {
+    Health,
+    Character(&'a str, &'a str),
+    Broadcast,
+    AdminSubscriptions,
+    AdminCharacterSubscriptions(&'a str),
+    AdminKick(&'a str, &'a str),
+    AdminLogs,
+    AdminRevoke,
+}
+
+impl Shape<'_> {
+    fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Shape::Character(_, "commands" | "say") | Shape::Broadcast | Shape::AdminRevoke => POST,
+            Shape::AdminKick(..) => DELETE,
+            _ => READ,
+        }
     }
+
+    fn is_admin(&self) -> bool {
+        !matches!(
+            self,
+            Shape::Health | Shape::Character(..) | Shape::Broadcast
+        )
+    }
+
+    /// The route, with the names in the path validated.
+    fn resolve(self) -> Result<Route, RouteError> {
+        Ok(match self {
+            Shape::Health => Route::Health,
+            Shape::Character(name, action) => {
+                let c = character(name)?;
+                match action {
+                    "subscribe" => Route::Subscribe(c),
+                    "commands" => Route::Publish(c),
+                    "say" => Route::Say(c),
+                    _ => Route::History(c),
+                }
+            }
+            Shape::Broadcast => Route::Broadcast,
+            Shape::AdminSubscriptions => Route::AdminSubscriptions,
+            Shape::AdminCharacterSubscriptions(name) => {
+                Route::AdminCharacterSubscriptions(character(name)?)
+            }
+            Shape::AdminKick(name, id) => Route::AdminKick {
+                character: character(name)?,
+                client_id: client_id(id),
+            },
+            Shape::AdminLogs => Route::AdminLogs,
+            Shape::AdminRevoke => Route::AdminRevoke,
+        })
+    }
+}
+
+fn shape<'a>(segments: &[&'a str]) -> Option<Shape<'a>> {
+    Some(match *segments {
+        ["healthz"] => Shape::Health,
+        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
+            Shape::Character(name, action)
+        }
+        ["v1", "broadcast"] => Shape::Broadcast,
+        ["v1", "admin", "subscriptions"] => Shape::AdminSubscriptions,
+        ["v1", "admin", "characters", name, "subscriptions"] => {
+            Shape::AdminCharacterSubscriptions(name)
+        }
+        ["v1", "admin", "characters", name, "subscriptions", id] => Shape::AdminKick(name, id),
+        ["v1", "admin", "logs"] => Shape::AdminLogs,
+        ["v1", "admin", "revocations"] => Shape::AdminRevoke,
+        _ => return None,
+    })
 }
 
 /// A path segment with its percent-escapes decoded. An escape that is not
@@ -208,46 +276,32 @@ fn client_id(segment: &str) -> Result<ClientId, RouteError> {
 
 /// The route for `method` and `path` (the URL's path, still percent-encoded).
 /// Leading slashes are one; a trailing slash or an empty segment makes
-/// another path, which is a 404.
+/// another path, which is a 404. `OPTIONS` on any known path is a
+/// [`Route::Preflight`] (names unchecked: a browser's preflight must pass so
+/// that the request itself gets its precise error); `HEAD` is allowed where
+/// `GET` is. Methods are compared exactly, so one no route knows (QUERY,
+/// PROPFIND, a lowercase `patch`) is a 405 on every known path rather than
+/// being taken for another.
 pub fn route(method: &str, path: &str) -> Result<Route, RouteError> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] => allow(method, GET_HEAD).map(|()| Route::Health),
-        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
-            let publishes = matches!(*action, "commands" | "say");
-            allow(method, if publishes { POST } else { GET })?;
-            let c = character(name)?;
-            Ok(match *action {
-                "subscribe" => Route::Subscribe(c),
-                "commands" => Route::Publish(c),
-                "say" => Route::Say(c),
-                _ => Route::History(c),
-            })
-        }
-        ["v1", "broadcast"] => allow(method, POST).map(|()| Route::Broadcast),
-        ["v1", "admin", rest @ ..] => admin(method, rest, path).map_err(RouteError::in_admin),
-        _ => Err(RouteError::not_found(path)),
+    let Some(shape) = shape(&segments) else {
+        let e = RouteError::not_found(path);
+        return Err(if segments.starts_with(&["v1", "admin"]) {
+            e.in_admin()
+        } else {
+            e
+        });
+    };
+    let allowed = shape.methods();
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight(allowed));
     }
-}
-
-fn admin(method: &str, rest: &[&str], path: &str) -> Result<Route, RouteError> {
-    match rest {
-        ["subscriptions"] => allow(method, GET).map(|()| Route::AdminSubscriptions),
-        ["characters", name, "subscriptions"] => {
-            allow(method, GET)?;
-            Ok(Route::AdminCharacterSubscriptions(character(name)?))
-        }
-        ["characters", name, "subscriptions", id] => {
-            allow(method, DELETE)?;
-            Ok(Route::AdminKick {
-                character: character(name)?,
-                client_id: client_id(id),
-            })
-        }
-        ["logs"] => allow(method, GET).map(|()| Route::AdminLogs),
-        ["revocations"] => allow(method, POST).map(|()| Route::AdminRevoke),
-        _ => Err(RouteError::not_found(path)),
+    let admin = shape.is_admin();
+    let tag = |e: RouteError| if admin { e.in_admin() } else { e };
+    if !allowed.contains(&method) {
+        return Err(tag(RouteError::method_not_allowed(allowed)));
     }
+    shape.resolve().map_err(tag)
 }
 
 #[cfg(test)]

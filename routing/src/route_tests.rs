@@ -57,12 +57,14 @@ const NF: Want = Want::Err(404, None, false);
 const BAD: Want = Want::Err(400, None, false);
 const ADMIN_NF: Want = Want::Err(404, None, true);
 const ADMIN_BAD: Want = Want::Err(400, None, true);
-const NA_GET_HEAD: Want = Want::Err(405, Some(&["GET", "HEAD"]), false);
-const NA_GET: Want = Want::Err(405, Some(&["GET"]), false);
-const NA_POST: Want = Want::Err(405, Some(&["POST"]), false);
-const ADMIN_NA_GET: Want = Want::Err(405, Some(&["GET"]), true);
-const ADMIN_NA_DELETE: Want = Want::Err(405, Some(&["DELETE"]), true);
-const ADMIN_NA_POST: Want = Want::Err(405, Some(&["POST"]), true);
+const READ: &[&str] = &["GET", "HEAD", "OPTIONS"];
+const POST: &[&str] = &["POST", "OPTIONS"];
+const DELETE: &[&str] = &["DELETE", "OPTIONS"];
+const NA_GET: Want = Want::Err(405, Some(READ), false);
+const NA_POST: Want = Want::Err(405, Some(POST), false);
+const ADMIN_NA_GET: Want = Want::Err(405, Some(READ), true);
+const ADMIN_NA_DELETE: Want = Want::Err(405, Some(DELETE), true);
+const ADMIN_NA_POST: Want = Want::Err(405, Some(POST), true);
 
 macro_rules! cases {
     ($( $method:literal $path:expr => $want:expr ),* $(,)?) => {
@@ -75,11 +77,11 @@ fn health() {
     cases!(
         "GET" "/healthz" => Route::Health,
         "HEAD" "/healthz" => Route::Health,
-        "POST" "/healthz" => NA_GET_HEAD,
-        "DELETE" "/healthz" => NA_GET_HEAD,
-        "QUERY" "/healthz" => NA_GET_HEAD,
-        "get" "/healthz" => NA_GET_HEAD,
-        "" "/healthz" => NA_GET_HEAD,
+        "POST" "/healthz" => NA_GET,
+        "DELETE" "/healthz" => NA_GET,
+        "QUERY" "/healthz" => NA_GET,
+        "get" "/healthz" => NA_GET,
+        "" "/healthz" => NA_GET,
         "GET" "//healthz" => Route::Health,
         "GET" "/healthz/" => NF,
         "GET" "/HEALTHZ" => NF,
@@ -121,7 +123,9 @@ fn character_endpoints() {
         "GET" "/v1/characters/alice/history" => Route::History(c("alice")),
         "POST" "/v1/characters/npc-7/say" => Route::Say(c("npc-7")),
         "POST" "/v1/characters/alice/subscribe" => NA_GET,
-        "HEAD" "/v1/characters/alice/subscribe" => NA_GET,
+        "HEAD" "/v1/characters/alice/subscribe" => Route::Subscribe(c("alice")),
+        "HEAD" "/v1/characters/alice/history" => Route::History(c("alice")),
+        "HEAD" "/v1/characters/alice/commands" => NA_POST,
         "GET" "/v1/characters/alice/commands" => NA_POST,
         "PUT" "/v1/characters/alice/commands" => NA_POST,
         "POST" "/v1/characters/alice/history" => NA_GET,
@@ -232,15 +236,15 @@ fn messages_say_what_was_wrong() {
     );
     assert_eq!(
         message("DELETE", "/healthz"),
-        "method not allowed; use GET, HEAD"
+        "method not allowed; use GET, HEAD, OPTIONS"
     );
     assert_eq!(
         message("GET", "/v1/characters/a/commands"),
-        "method not allowed; use POST"
+        "method not allowed; use POST, OPTIONS"
     );
     assert_eq!(
         message("GET", "/v1/admin/characters/a/subscriptions/b"),
-        "method not allowed; use DELETE"
+        "method not allowed; use DELETE, OPTIONS"
     );
     assert_eq!(
         message("GET", "/v1/characters/a%2Fb/history"),
@@ -295,4 +299,31 @@ proptest! {
             }
         }
     }
+}
+
+/// `OPTIONS` on every known path is a preflight with that path's methods,
+/// whatever the names in it (the request itself gets their errors); unknown
+/// paths stay 404.
+#[test]
+fn preflight() {
+    let pre = |allow: &'static [&'static str]| Want::Ok(Route::Preflight(allow));
+    cases!(
+        "OPTIONS" "/healthz" => pre(READ),
+        "OPTIONS" "/v1/characters/alice/subscribe" => pre(READ),
+        "OPTIONS" "/v1/characters/alice/history" => pre(READ),
+        "OPTIONS" "/v1/characters/alice/commands" => pre(POST),
+        "OPTIONS" "/v1/characters/alice/say" => pre(POST),
+        "OPTIONS" "/v1/characters/bad.name/commands" => pre(POST),
+        "OPTIONS" "/v1/broadcast" => pre(POST),
+        "OPTIONS" "/v1/admin/subscriptions" => pre(READ),
+        "OPTIONS" "/v1/admin/characters/alice/subscriptions" => pre(READ),
+        "OPTIONS" "/v1/admin/characters/alice/subscriptions/x" => pre(DELETE),
+        "OPTIONS" "/v1/admin/logs" => pre(READ),
+        "OPTIONS" "/v1/admin/revocations" => pre(POST),
+        "OPTIONS" "/nope" => NF,
+        "OPTIONS" "/v1/admin/nope" => ADMIN_NF,
+        "options" "/healthz" => NA_GET,
+    );
+    assert!(!Route::Preflight(READ).is_admin());
+    assert_eq!(Route::Preflight(POST).character(), None);
 }

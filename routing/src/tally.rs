@@ -91,6 +91,7 @@ pub fn route_label(route: Option<&Route>) -> &'static str {
         Some(Route::AdminKick { .. }) => "admin.kick",
         Some(Route::AdminLogs) => "admin.logs",
         Some(Route::AdminRevoke) => "admin.revocations",
+        Some(Route::Preflight(_)) => "preflight",
     }
 }
 

@@ -12,7 +12,7 @@ const SECRET = `abuse-${Date.now()}`;
 const KEY = "abuse-key";
 let server = null;
 before(async () => {
-  server = await startServer({ runtime: "dev", name: "abuse-auth", vars: { AUTH_ENABLED: "true", JWT_SECRET: SECRET, API_KEYS: KEY } });
+  server = await startServer({ runtime: "dev", name: "abuse-auth", vars: { AUTH_ENABLED: "true" }, secrets: { JWT_SECRET: SECRET, API_KEYS: KEY } });
 });
 after(async () => { await server?.stop(); });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

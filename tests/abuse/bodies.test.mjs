@@ -27,7 +27,7 @@ const SECRET = `abuse-bodies-${process.pid}-${Date.now()}`;
 let server;
 let BASE;
 before(async () => {
-  server = await startServer({ name: "abuse-bodies", vars: { AUTH_ENABLED: "true", JWT_SECRET: SECRET } });
+  server = await startServer({ name: "abuse-bodies", vars: { AUTH_ENABLED: "true" }, secrets: { JWT_SECRET: SECRET } });
   BASE = server.url;
 });
 after(() => server?.stop());

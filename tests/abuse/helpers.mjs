@@ -9,9 +9,9 @@ const t0 = Date.now();
 /** Progress on stderr, so a stall shows where it is. */
 export const progress = (msg) => process.stderr.write(`[abuse +${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
-/** `wrangler dev` with `vars` over [vars], on `state` when given. */
+/** `wrangler dev` with auth off and `vars` over [vars], on `state` when given. */
 export const start = ({ state, vars = {} } = {}) =>
-  startServer({ runtime: "dev", name: "abuse", state, vars, onProgress: progress });
+  startServer({ runtime: "dev", name: "abuse", state, vars: { AUTH_ENABLED: "false", ...vars }, onProgress: progress });
 
 export async function http(base, method, path, body, headers = {}) {
   const init = { method, headers: { ...headers } };

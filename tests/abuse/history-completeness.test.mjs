@@ -27,7 +27,7 @@ const N = 200;
 let server = null;
 
 before(async () => {
-  server = await startServer({ runtime: "dev", name: "abuse-history", vars: { HISTORY_LIMIT: "10" } });
+  server = await startServer({ runtime: "dev", name: "abuse-history", vars: { AUTH_ENABLED: "false", HISTORY_LIMIT: "10" } });
 });
 after(async () => { await server?.stop(); });
 

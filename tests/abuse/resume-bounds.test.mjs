@@ -21,7 +21,7 @@ let small = null;
 let stock = null;
 
 before(async () => {
-  small = await startServer({ runtime: "dev", name: "abuse-resume", vars: { RESUME_LIMIT: "50", HISTORY_LIMIT: "100" } });
+  small = await startServer({ runtime: "dev", name: "abuse-resume", vars: { AUTH_ENABLED: "false", RESUME_LIMIT: "50", HISTORY_LIMIT: "100" } });
 });
 
 after(async () => {
@@ -217,7 +217,7 @@ test("the JS client fills a truncated resume from history: every command once, i
 });
 
 test("default RESUME_LIMIT: 10,000 missed commands, resumed, filled and delivered once each", { timeout: 240_000 }, async () => {
-  stock = await startServer({ runtime: "dev", name: "abuse-resume-default" });
+  stock = await startServer({ runtime: "dev", name: "abuse-resume-default", vars: { AUTH_ENABLED: "false" } });
   const c = uniqueCharacter("ten-thousand");
   await publishRange(stock.url, c, 1, 10_000);
   const raw = await resume(stock.url, c, { since: "0" });

@@ -14,7 +14,7 @@ const KEY = "revoke-key";
 let server = null;
 const sockets = [];
 before(async () => {
-  server = await startServer({ runtime: "dev", name: "abuse-revoke", vars: { AUTH_ENABLED: "true", JWT_SECRET: SECRET, API_KEYS: KEY } });
+  server = await startServer({ runtime: "dev", name: "abuse-revoke", vars: { AUTH_ENABLED: "true" }, secrets: { JWT_SECRET: SECRET, API_KEYS: KEY } });
 });
 after(async () => { for (const ws of sockets) ws.terminate(); await server?.stop(); });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -9,6 +9,6 @@ const t0 = Date.now();
 /** Progress on stderr, so a stall shows where it is. */
 export const progress = (msg) => process.stderr.write(`[reliability +${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
-/** `wrangler dev` on `state`, up once /healthz answers. `vars` override [vars]. */
+/** `wrangler dev` on `state` with auth off, up once /healthz answers. `vars` override [vars]. */
 export const start = (state, { logFile, logLevel, vars = {} } = {}) =>
-  startServer({ runtime: "dev", name: "reliability", state, logFile, logLevel, vars, onProgress: progress });
+  startServer({ runtime: "dev", name: "reliability", state, logFile, logLevel, vars: { AUTH_ENABLED: "false", ...vars }, onProgress: progress });

@@ -37,7 +37,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 execFileSync("bash", [join(ROOT, "scripts/build.sh")], { stdio: "inherit" });
 let server;
 try {
-  server = await startServer({ runtime: "local", name: "soak", inspector: true, timeoutMs: 180_000 });
+  server = await startServer({ runtime: "local", name: "soak", vars: { AUTH_ENABLED: "false" }, inspector: true, timeoutMs: 180_000 });
 } catch (e) {
   console.error(`soak: ${e.message}`);
   process.exit(2);
