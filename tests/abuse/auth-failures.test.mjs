@@ -36,7 +36,11 @@ test("2,000 failed authentications write a handful of log keys, counted per minu
   assert.equal((await call("POST", `/v1/characters/${c}/commands`, admin, { name: "smile" })).status, 200);
   const before = (await authEvents()).length;
 
+  const startMinute = Math.floor(Date.now() / 60_000);
   const answers = await many(2000, 16, (i) => call("GET", i % 2 ? "/v1/admin/logs" : `/v1/characters/${c}/history`));
+  // On a loaded machine the burst can cross a minute boundary: each minute it
+  // touches gives one logged failure and one tally.
+  const minutes = Math.floor(Date.now() / 60_000) - startMinute + 1;
   assert.ok(answers.every((a) => a.status === 401), "without an address every failure is a 401 (local clients share no budget)");
   // One more failure in the next minute makes the isolate write the tally.
   await sleep(60_000 - (Date.now() % 60_000) + 500);
@@ -44,7 +48,7 @@ test("2,000 failed authentications write a handful of log keys, counted per minu
   let events = [];
   for (let i = 0; i < 40 && events.length - before < 2; i++) { await sleep(250); events = await authEvents(); }
   const added = events.length - before;
-  assert.ok(added >= 2 && added <= 4, `auth events added: ${added} (one key holds at most two)`);
+  assert.ok(added >= 2 && added <= 2 * minutes + 2, `auth events added: ${added} over ${minutes} minute(s) of failures (one key holds at most two)`);
   const counted = events.filter((e) => e.event === "auth_failures")
     .flatMap((e) => e.detail.counts).reduce((n, x) => n + x.count, 0);
   const samples = events.filter((e) => e.event === "auth_failure").length - before;
