@@ -5,11 +5,12 @@
 # Each BUILD_DIR is a copy of build/ (the output of scripts/build.sh). Both are
 # served at once in the inspector-less local runtime (scripts/serve-local.mjs,
 # without static assets, as `make bench` serves ours), started by the one
-# launcher; scenario (a) of BENCHMARKS.md (1 character x BENCH_SUBS subscribers,
-# a saturation phase of BENCH_SECS s with BENCH_PUBLISHERS publishers) then runs
-# against A and B in turn, A B A B ..., so drift in the machine's load hits both
-# alike. Prints one line per run and the median of each side; raw results go to
-# a JSONL file named at the end.
+# launcher; one scenario of BENCHMARKS.md (BENCH_AB_SCENARIO: a, the default,
+# 1 character x BENCH_SUBS subscribers; b, 100 x 10; c, BENCH_SUBS characters x
+# 1; d, 1 x BENCH_SUBS over 10 topics), a saturation phase of BENCH_SECS s with
+# BENCH_PUBLISHERS publishers, then runs against A and B in turn, A B A B ...,
+# so drift in the machine's load hits both alike. Prints one line per run and
+# the median of each side; raw results go to a JSONL file named at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +18,14 @@ a=$(realpath "$1"); b=$(realpath "$2"); rounds=${3:-3}
 SUBS=${BENCH_SUBS:-1000}
 SECS=${BENCH_SECS:-8}
 PUBLISHERS=${BENCH_PUBLISHERS:-4}
+SCENARIO=${BENCH_AB_SCENARIO:-a}
+case $SCENARIO in
+  a) SHAPE=(--characters 1 --subs "$SUBS") ;;
+  b) SHAPE=(--characters 100 --subs 10) ;;
+  c) SHAPE=(--characters "$SUBS" --subs 1) ;;
+  d) SHAPE=(--characters 1 --subs "$SUBS" --topics 10) ;;
+  *) echo "bench-ab: BENCH_AB_SCENARIO is a, b, c or d, not $SCENARIO" >&2; exit 2 ;;
+esac
 WORK=$(mktemp -d /tmp/gateway-bench-ab.XXXXXX)
 source scripts/server.sh
 trap servers_stop EXIT
@@ -45,9 +54,9 @@ RESULTS=$WORK/results.jsonl
 for i in $(seq 1 "$rounds"); do
   for side in A B; do
     url_var="${side}_URL"; pid_var="${side}_PID"
-    timeout 300 "$BIN/loadgen" --url "${!url_var}" --label "$side" --scenario a \
+    timeout 300 "$BIN/loadgen" --url "${!url_var}" --label "$side" --scenario "$SCENARIO" \
       --prefix "ab-$i-$side" --publishers "$PUBLISHERS" --out "$RESULTS" \
-      --cpu-pid "${!pid_var}" --characters 1 --subs "$SUBS" --phases "max:$SECS" >/dev/null
+      --cpu-pid "${!pid_var}" "${SHAPE[@]}" --phases "max:$SECS" >/dev/null
   done
 done
 node - "$RESULTS" <<'JS'
@@ -56,11 +65,11 @@ const rows = require("fs").readFileSync(process.argv[2], "utf8").trim().split("\
 const med = (xs) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 const f = (x, d = 1) => (x === undefined ? "-" : Number(x).toFixed(d));
 for (const r of rows) {
-  console.log(`${r.label}: ${f(r.commands_per_s)} commands/s, ${f(r.deliveries_per_s, 0)} deliveries/s, p50 ${f(r.p50_ms)} ms, p99 ${f(r.p99_ms)} ms, server CPU ${f(r.server_cpu_us_per_delivery)} us/delivery, lost ${r.expected - r.delivered}`);
+  console.log(`${r.label}: ${f(r.commands_per_s)} commands/s, ${f(r.deliveries_per_s, 0)} deliveries/s, p50 ${f(r.p50_ms)} ms, p99 ${f(r.p99_ms)} ms, server CPU ${f(r.server_cpu_ms_per_command, 3)} ms/command, ${f(r.server_cpu_us_per_delivery)} us/delivery, lost ${r.expected - r.delivered}`);
 }
 for (const side of ["A", "B"]) {
   const rs = rows.filter((r) => r.label === side);
-  console.log(`${side} median of ${rs.length}: ${f(med(rs.map((r) => r.deliveries_per_s)), 0)} deliveries/s, p99 ${f(med(rs.map((r) => r.p99_ms)))} ms, ${f(med(rs.map((r) => r.server_cpu_us_per_delivery)))} us CPU/delivery`);
+  console.log(`${side} median of ${rs.length}: ${f(med(rs.map((r) => r.commands_per_s)))} commands/s, ${f(med(rs.map((r) => r.deliveries_per_s)), 0)} deliveries/s, p99 ${f(med(rs.map((r) => r.p99_ms)))} ms, ${f(med(rs.map((r) => r.server_cpu_ms_per_command)), 3)} ms CPU/command, ${f(med(rs.map((r) => r.server_cpu_us_per_delivery)))} us CPU/delivery`);
 }
 JS
 echo "bench-ab: raw results in $RESULTS"

@@ -64,6 +64,9 @@ impl Auth {
         headers: &Headers,
         query_token: Option<&str>,
     ) -> Result<Principal, AppError> {
+        if !self.enabled {
+            return Ok(Principal::Anonymous);
+        }
         let authorization = headers.get("authorization")?;
         let api_key = headers.get(&self.api_key_header)?;
         let cfg = AuthConfig {

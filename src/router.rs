@@ -48,13 +48,18 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
         }
     };
     let req = Incoming::new(req);
-    let origin = req.headers().get("origin")?;
+    // Only read when an origin list is set.
+    let origin = match settings.cors.is_some() || settings.socket_origins.is_some() {
+        true => req.headers().get("origin")?,
+        false => None,
+    };
     let path = req.path.clone();
     let method = req.method.clone();
     let routed = route(&req.method, &req.path);
     let admin_route = routed.as_ref().ok().filter(|r| r.is_admin()).cloned();
     let label = route_label(routed.as_ref().ok());
-    let address = guard::client_address(&req.headers());
+    // Read only if authentication fails (a header read is a call into the runtime).
+    let headers = req.headers();
     let now = now_ms();
     let result = dispatch(req, routed, &env, &settings, origin.as_deref()).await;
     // Auth failures (tallied, and limited per address) and admin actions go
@@ -70,6 +75,7 @@ pub async fn handle(req: web_sys::Request, env: Env, ctx: Context) -> Result<Res
                 status: e.api.status(),
                 reason: e.api.message.clone(),
             };
+            let address = guard::client_address(&headers);
             let (e, events) =
                 guard::failed_auth(&env, address.as_deref(), now, failure, sample, e).await;
             (Err(e), events)

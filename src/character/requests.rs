@@ -32,9 +32,11 @@ impl Character {
                 self.subscribe(now, &pairs, facts).await
             }
             (Method::Post, path::PUBLISH) => {
-                // The router streams the body through without measuring it:
-                // it is measured here as it arrives.
-                let body = crate::forward::read_capped(req.inner().body()).await?;
+                // Bounded before it gets here: the router forwards a body
+                // whose declared length it checked (HTTP framing holds it to
+                // that length), or one it measured as it read it. So it is
+                // read in one piece, and checked once more.
+                let body = crate::forward::read_bounded(req.inner()).await?;
                 self.publish(now, &body)
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { startServer } from "../../scripts/server.mjs";
-import { http } from "./helpers.mjs";
+import { http, progress } from "./helpers.mjs";
 import { makeJwt, nowS } from "../integration/helpers.mjs";
 
 const SECRET = `revoke-${Date.now()}`;
@@ -46,6 +46,7 @@ test("revoking a user closes its sockets on every character with 4003 and refuse
   const [a, b] = [`rev-a-${run}`, `rev-b-${run}`];
   const u1a = open(a, "u1"), u1b = open(b, "u1"), u2a = open(a, "u2");
   assert.deepEqual(await Promise.all([u1a.ready, u1b.ready, u2a.ready]), [101, 101, 101]);
+  progress("revocation: three sockets open");
   const admin = { "x-api-key": KEY };
   // The registry lists both characters (reports are coalesced over 200 ms).
   await until(async () => {
@@ -59,6 +60,7 @@ test("revoking a user closes its sockets on every character with 4003 and refuse
   assert.equal((await call("POST", "/v1/admin/revocations", admin, { user: "" })).status, 400);
   assert.equal((await call("POST", "/v1/admin/revocations", admin, { user: "u1", for_ms: 10 })).status, 400);
 
+  progress("revocation: listed; revoking u1");
   const asked = Date.now();
   const r = await call("POST", "/v1/admin/revocations", admin, { user: "u1", for_ms: 6_000 });
   assert.equal(r.status, 200, JSON.stringify(r.json));
@@ -72,12 +74,14 @@ test("revoking a user closes its sockets on every character with 4003 and refuse
   assert.equal((await call("POST", `/v1/characters/${a}/commands`, publisher, { name: "wave" })).status, 200);
   await until(() => u2a.frames.some((f) => f.type === "command"), 5_000, "u2 still served");
 
+  progress("revocation: u1 closed with 4003; u2 served");
   // Refused until `until`: a new socket (before the upgrade) and HTTP alike.
   const again = open(a, "u1");
   assert.equal(await again.ready, 401);
   const h = await call("GET", `/v1/characters/${a}/history`, { authorization: `Bearer ${token("u1")}` });
   assert.equal(h.status, 401);
   assert.match(h.json.error.message, /withdrawn/);
+  progress("revocation: u1 refused; waiting for `until`");
   // After `until`, the user is served again.
   await sleep(Math.max(0, lift - Date.now()) + 200);
   const back = open(a, "u1");
