@@ -234,6 +234,24 @@ impl Store {
                 key: c.id.clone(),
             });
         }
+        if let ([a], None, None) = (args.as_slice(), fail_at_row, &args[0].key) {
+            // One statement is atomic by itself: no transaction (and no JS
+            // closure) for the common single command without an id.
+            let sql: &SqlExec = self.sql.as_ref().unchecked_ref();
+            sql.exec7(
+                INSERT_COMMAND,
+                a.seq,
+                a.ts,
+                &a.topic,
+                &a.name,
+                &a.params,
+                &a.duration,
+                &a.id,
+            )
+            .map_err(worker::Error::from)?;
+            self.prune(last.ts);
+            return Ok(());
+        }
         let sql: JsValue = self.sql.as_ref().clone();
         let insert = move || -> Result<JsValue, JsValue> {
             let sql: &SqlExec = sql.unchecked_ref();
@@ -264,16 +282,22 @@ impl Store {
             .unchecked_ref::<TransactionalStorage>()
             .transaction_sync(insert.as_ref().unchecked_ref())
             .map_err(worker::Error::from)?;
-        if last.ts >= self.pruned_at.get().saturating_add(PRUNE_EVERY_MS) {
-            self.pruned_at.set(last.ts);
+        self.prune(last.ts);
+        Ok(())
+    }
+
+    /// Forgets idempotency keys older than their window, at most once per
+    /// `PRUNE_EVERY_MS`.
+    fn prune(&self, now: u64) {
+        if now >= self.pruned_at.get().saturating_add(PRUNE_EVERY_MS) {
+            self.pruned_at.set(now);
             if let Err(e) = self.sql.exec(
                 "DELETE FROM idempotency WHERE ts < ?",
-                vec![int(last.ts.saturating_sub(IDEMPOTENCY_MS))],
+                vec![int(now.saturating_sub(IDEMPOTENCY_MS))],
             ) {
                 console_error!("pruning idempotency keys: {e}");
             }
         }
-        Ok(())
     }
 
     /// Stored commands with seq above `since`, oldest first, at most `limit`.
