@@ -85,6 +85,9 @@ impl DurableObject for Character {
             if core.archive.take_due(now) {
                 core.archive_if_due(now);
             }
+            if core.logbuf.due(now) {
+                core.request(tasks::Task::FlushLogs);
+            }
             Ok(())
         });
         if let Err(e) = result {
