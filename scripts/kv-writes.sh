@@ -9,8 +9,8 @@
 # bench` then runs scenario (b) (100 characters x 10 subscribers) and (c)
 # (BENCH_SUBS characters x 1 subscriber), `max:BENCH_SECS` with
 # BENCH_PUBLISHERS publishers over HTTP, before then after for each. Once every
-# buffer had time to flush (LOG_WAIT_SECONDS after the last run, default 40:
-# the default flush interval plus a margin), the ANIMATION_LOGS puts of each run
+# buffer was flushed (no put for LOG_WAIT_SECONDS, default 40: longer than the
+# default flush interval), the ANIMATION_LOGS puts of each run
 # are counted in each server's local KV state: the simulator keeps one blob file
 # per put, and every batch has a key of its own, so blobs holding events of a
 # run's characters = that run's KV writes (connects, disconnects and the final
@@ -55,8 +55,15 @@ run() { # scenario side characters subs
 }
 for side in before after; do run b "$side" 100 10; done
 for side in before after; do run c "$side" "$SUBS" 1; done
-echo "kv-writes: waiting ${WAIT} s for the buffered events to be flushed"
-sleep "$WAIT"
+# Until no put came for WAIT seconds (longer than the flush interval), so every
+# buffer was flushed; at most 10 minutes.
+blobs() { find "$WORK"/state-*/v3/kv -path '*logs*/blobs/*' -type f 2>/dev/null | wc -l; }
+echo "kv-writes: waiting until no event-log put came for ${WAIT} s"
+last=$(blobs) quiet=0 waited=0
+while [ "$quiet" -lt "$WAIT" ] && [ "$waited" -lt 600 ]; do
+  sleep 5; waited=$((waited + 5)); now=$(blobs)
+  if [ "$now" = "$last" ]; then quiet=$((quiet + 5)); else quiet=0 last=$now; fi
+done
 node - "$RESULTS" "$WORK" "$RUN" <<'JS'
 const fs = require("fs"), path = require("path");
 const [results, work, run] = process.argv.slice(2);

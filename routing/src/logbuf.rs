@@ -144,7 +144,8 @@ impl LogBuffer {
         self.flush_at().is_some_and(|at| at <= now)
     }
 
-    /// A flush run begins: no deadline until it ends.
+    /// A flush was asked for: no deadline (and no size trigger) until it
+    /// ends with [`LogBuffer::succeeded`] or [`LogBuffer::failed`].
     pub fn begin(&mut self) {
         self.flushing = true;
     }

@@ -215,8 +215,17 @@ impl Core {
             }
         }
         if after.flush {
-            self.request(Task::FlushLogs);
+            self.flush_logs();
         }
+    }
+
+    /// Asks for a log flush. The buffer counts as flushing from now on, not
+    /// only once the task begins: otherwise the alarm, armed when this event
+    /// settles, would still see the deadline as due and fire again at once
+    /// for a second, nearly empty, KV write.
+    pub fn flush_logs(&mut self) {
+        self.logbuf.begin();
+        self.request(Task::FlushLogs);
     }
 
     fn drop_oldest_logs(&mut self, now: u64, n: u64) -> worker::Result<()> {

@@ -86,7 +86,7 @@ impl DurableObject for Character {
                 core.archive_if_due(now);
             }
             if core.logbuf.due(now) {
-                core.request(tasks::Task::FlushLogs);
+                core.flush_logs();
             }
             Ok(())
         });

@@ -125,9 +125,6 @@ fn archive_settled(shared: &Shared, result: &Result<()>) {
 /// nothing: the rest waits for the retry (1 s, doubling to a minute).
 async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
     let now = super::now_ms();
-    if let Some(core) = shared.borrow_mut().as_mut() {
-        core.logbuf.begin();
-    }
     let result = write_buffered_logs(shared, env, now).await;
     let mut guard = shared.borrow_mut();
     let Some(core) = guard.as_mut() else {
