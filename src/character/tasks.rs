@@ -147,8 +147,10 @@ async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
     result
 }
 
-/// Rows a flush reads from SQLite at once (each value takes a prefix).
-const FLUSH_READ_ROWS: u64 = 2_000;
+/// Rows a flush reads from SQLite at once (each value takes a prefix):
+/// more than the smallest events (about 90 bytes) fill of `LOG_FLUSH_BYTES`,
+/// so values are cut by size, not by this.
+const FLUSH_READ_ROWS: u64 = 4_000;
 
 async fn write_buffered_logs(shared: &Shared, env: &Env, now: u64) -> Result<()> {
     let (through, character, ttl, fail) = {
