@@ -4,6 +4,7 @@ use std::cell::RefCell;
 
 use routing::catalogue::DEFAULT_MAX_SUBSCRIBERS;
 use routing::catalogue::{DEFAULT_RESUME_LIMIT, MAX_RESUME_LIMIT};
+use routing::logbuf::flush_interval_ms;
 use worker::Env;
 
 #[derive(Clone, Debug)]
@@ -28,6 +29,13 @@ pub struct Config {
     /// the insert of this row (1-based) of any publish fails inside its
     /// transaction, so tests can show that a failed publish stores nothing.
     pub test_fail_store_at_row: Option<usize>,
+    /// `LOG_FLUSH_SECONDS` in ms: the longest a buffered log event waits for
+    /// its KV write (`routing::logbuf`: default 30 s, 1 s to 10 minutes).
+    pub log_flush_ms: u64,
+    /// `TEST_FAIL_LOG_WRITES=true` makes every event-log flush fail, for
+    /// tests that nothing buffered is lost; ignored unless `ENVIRONMENT` is
+    /// `development`.
+    pub fail_log_writes: bool,
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -83,6 +91,11 @@ impl Config {
             test_fail_store_at_row: var(env, "TEST_FAIL_STORE_AT_ROW")
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|n| *n > 0),
+            log_flush_ms: flush_interval_ms(
+                var(env, "LOG_FLUSH_SECONDS").and_then(|v| v.trim().parse().ok()),
+            ),
+            fail_log_writes: var(env, "TEST_FAIL_LOG_WRITES").as_deref() == Some("true")
+                && var(env, "ENVIRONMENT").as_deref() == Some("development"),
         }
     }
 }

@@ -3,12 +3,14 @@
 
 use futures_util::future::join_all;
 use routing::archive::decode_page;
-use routing::events::{key_character, log_key, newest_first, LogEvent, LOG_PREFIX};
+use routing::events::{key_character, log_key, newest_first, read_enough, LogEvent, LOG_PREFIX};
 use routing::hub::StoredCommand;
 use worker::{console_error, Env, KvStore};
 
 pub const LOGS: &str = "ANIMATION_LOGS";
 pub const HISTORY: &str = "ANIMATION_HISTORY";
+/// Log keys opened at once by a read.
+const READ_AT_ONCE: usize = 8;
 /// KV refuses TTLs under a minute.
 const MIN_TTL_SECONDS: u64 = 60;
 
@@ -35,6 +37,18 @@ pub async fn write_logs(
         return Ok(());
     };
     let body = serde_json::to_string(events).map_err(err)?;
+    put_log_batch(env, character, newest, body, ttl_seconds).await
+}
+
+/// Writes one batch (`body`: a JSON array of events whose newest is at
+/// `newest`) under a fresh key.
+pub async fn put_log_batch(
+    env: &Env,
+    character: Option<&str>,
+    newest: u64,
+    body: String,
+    ttl_seconds: u64,
+) -> worker::Result<()> {
     kv(env, LOGS)?
         .put(&log_key(newest, character, &nonce()), body)
         .map_err(err)?
@@ -44,9 +58,11 @@ pub async fn write_logs(
         .map_err(err)
 }
 
-/// The newest `limit` events, optionally of one character. Each key holds at
-/// least one event no older than any event of a later key, so the first
-/// `limit` matching keys contain the newest `limit` events.
+/// The newest `limit` events in KV, optionally of one character. Keys sort
+/// by their batch's newest event, so the keys are opened in that order, a
+/// few at once, until no later key can hold a newer event
+/// (`events::read_enough`); each key holds at least one event, so the first
+/// `limit` matching keys always suffice.
 pub async fn read_logs(
     env: &Env,
     character: Option<&str>,
@@ -75,16 +91,26 @@ pub async fn read_logs(
         }
     }
     keys.truncate(limit);
-    let mut batches = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(50) {
+    let mut merged: Vec<LogEvent> = Vec::new();
+    let mut at = 0;
+    while at < keys.len() {
+        // Few at once: batches are up to `LOG_FLUSH_BYTES`, and the first
+        // often holds all that is needed.
+        let chunk = &keys[at..(at + READ_AT_ONCE).min(keys.len())];
+        at += chunk.len();
         let reads = chunk.iter().map(|k| store.get(k).json::<Vec<LogEvent>>());
+        let mut batches = vec![std::mem::take(&mut merged)];
         for r in join_all(reads).await {
             if let Ok(Some(batch)) = r {
                 batches.push(batch);
             }
         }
+        merged = newest_first(batches, character, limit);
+        if read_enough(&merged, limit, keys.get(at).map(String::as_str)) {
+            break;
+        }
     }
-    Ok(newest_first(batches, character, limit))
+    Ok(merged)
 }
 
 pub async fn put_page(env: &Env, key: &str, body: String) -> worker::Result<()> {

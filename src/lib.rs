@@ -8,6 +8,8 @@ mod error;
 mod forward;
 mod guard;
 mod kv;
+mod logs;
+mod logstore;
 mod registry;
 mod revoke;
 mod router;

@@ -254,8 +254,7 @@ async fn dispatch(
             let p = principal(&req, env, None).await?;
             let query = parse_logs_query(&req.query_pairs())?;
             check(&p, Action::Admin, query.character.as_ref())?;
-            let character = query.character.as_ref().map(CharacterId::as_str);
-            let events = kv::read_logs(env, character, query.limit).await?;
+            let events = crate::logs::read(env, &req, &query).await?;
             let body = serde_json::json!({ "events": events }).to_string();
             Ok(json_response(200, &body)?)
         }

@@ -21,6 +21,7 @@ use wasm_bindgen::prelude::{wasm_bindgen, Closure};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{console_error, SqlStorage, SqlStorageValue, Storage};
 
+use crate::logstore::LogStore;
 use routing::catalogue::IDEMPOTENCY_WINDOW_MS as IDEMPOTENCY_MS;
 /// Expired idempotency keys are deleted at most this often (the hub keeps
 /// the live window in memory; the rows only serve a wake-up).
@@ -79,6 +80,8 @@ struct RowArgs {
 
 pub struct Store {
     sql: SqlStorage,
+    /// The event-log buffer (`log_buffer`).
+    pub logs: LogStore,
     /// The runtime's storage object, for transactions.
     storage: JsValue,
     /// When expired idempotency keys were last deleted (ms, this isolate).
@@ -148,6 +151,7 @@ impl Store {
             None,
         )?;
         Ok(Self {
+            logs: LogStore::open(sql.clone())?,
             sql,
             storage: AsRef::<JsValue>::as_ref(storage.as_raw()).clone(),
             pruned_at: Cell::new(0),

@@ -130,6 +130,35 @@ pub fn key_character(key: &str) -> Option<&str> {
     parts.next()
 }
 
+/// The newest event time of the batch under a log key.
+pub fn key_newest_ts(key: &str) -> Option<u64> {
+    let inverted: u64 = key
+        .strip_prefix(LOG_PREFIX)?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(MAX_TS.saturating_sub(inverted))
+}
+
+/// Whether the events read so far (`merged`: newest first, at most `limit`)
+/// are already the newest `limit`: they are `limit` and the oldest of them
+/// is no older than the newest event of the next key to read (keys sort by
+/// their newest event, so no later key holds anything newer). Batches are
+/// large (up to `logbuf::LOG_FLUSH_BYTES`), so a read stops after the keys
+/// it needs instead of opening `limit` of them.
+pub fn read_enough(merged: &[LogEvent], limit: usize, next_key: Option<&str>) -> bool {
+    let Some(next) = next_key else {
+        return true;
+    };
+    match (merged.get(limit.saturating_sub(1)), key_newest_ts(next)) {
+        (Some(oldest_kept), Some(next_newest)) => {
+            merged.len() >= limit && oldest_kept.ts >= next_newest
+        }
+        _ => false,
+    }
+}
+
 /// Merges batches into one newest-first list of at most `limit` events,
 /// keeping only `character`'s when given.
 pub fn newest_first(
@@ -159,6 +188,24 @@ mod tests {
         assert_eq!(key_character(&old), Some("alice"));
         assert_eq!(key_character(&log_key(5, None, "x")), Some(NO_CHARACTER));
         assert_eq!(key_character("other:1:2"), None);
+        assert_eq!(key_newest_ts(&old), Some(1_000));
+        assert_eq!(key_newest_ts("other:1:2"), None);
+    }
+
+    #[test]
+    fn a_read_stops_once_no_later_key_can_hold_a_newer_event() {
+        let ev = |ts| LogEvent::new(ts, "publish", Some("a"));
+        let merged = vec![ev(50), ev(40), ev(30)];
+        let next = |ts| log_key(ts, Some("a"), "n");
+        assert!(read_enough(&merged, 3, Some(&next(30))));
+        assert!(read_enough(&merged, 3, Some(&next(29))));
+        assert!(
+            !read_enough(&merged, 3, Some(&next(31))),
+            "the next batch may hold a 31"
+        );
+        assert!(!read_enough(&merged, 4, Some(&next(1))), "too few yet");
+        assert!(read_enough(&merged, 4, None), "nothing left to read");
+        assert!(!read_enough(&merged, 3, Some("garbage")));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod events;
 pub mod hub;
+pub mod logbuf;
 pub mod protocol;
 pub mod query;
 pub mod reader;

@@ -18,6 +18,9 @@ pub mod path {
     pub const KICK_PREFIX: &str = "/subscriptions/";
     /// Closes a user's sockets (character object).
     pub const REVOKE: &str = "/revoke";
+    /// The newest buffered event-log rows (`?limit=`), flushed or not:
+    /// answers `{"events": [...]}` newest first.
+    pub const LOGS: &str = "/logs";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
     pub const LIST: &str = "/list";

@@ -1,8 +1,9 @@
 //! The character's in-memory state and the one place where the hub's
 //! effects become runtime calls: frames sent to sockets (one JS string per
 //! frame, shared by every recipient), closes, attachment saves, the storage
-//! of a publish between its plan and its commit, the event-log buffer and
-//! the deferred tasks the effects ask for.
+//! of a publish between its plan and its commit, the event-log buffer (rows
+//! in SQLite, flushed to KV in large batches) and the deferred tasks the
+//! effects ask for.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::rc::Rc;
 use routing::archive::{backlog_full, backlog_limit, next_page_ready, ArchiveLag};
 use routing::events::LogEvent;
 use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Reply};
+use routing::logbuf::{Held, LogBuffer};
 use routing::tasks::Scheduler;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -44,8 +46,8 @@ pub struct Core {
     /// The socket behind each hub key.
     pub sockets: HashMap<ClientKey, WebSocket>,
     next_key: ClientKey,
-    /// Events waiting for the next log flush.
-    pub logs: Vec<LogEvent>,
+    /// The event-log buffer's policy state (the rows are in SQLite).
+    pub logbuf: LogBuffer,
     pub archived_through: u64,
     pub page_size: u64,
     /// Failed archive attempts and the retry the alarm waits for.
@@ -79,10 +81,9 @@ impl Core {
         Self {
             hub,
             store,
-            config,
             sockets: HashMap::new(),
             next_key: 1,
-            logs: Vec::new(),
+            logbuf: LogBuffer::new(config.log_flush_ms, Held::default()),
             archived_through,
             page_size,
             archive: ArchiveLag::default(),
@@ -92,6 +93,7 @@ impl Core {
             to_start: Vec::new(),
             report_version: 0,
             alarm_at: None,
+            config,
         }
     }
 
@@ -181,12 +183,68 @@ impl Core {
                 }
                 Effect::Reply(reply) => replies.push(reply),
                 Effect::Log(event) => {
-                    self.logs.push(event.to_log(self.hub.character().as_str()));
-                    self.request(Task::FlushLogs);
+                    let event = event.to_log(self.hub.character().as_str());
+                    self.log(&event);
                 }
                 Effect::SubscribersChanged => self.request(Task::Report),
             }
         }
+    }
+
+    /// Buffers one event in SQLite; starts a flush when the buffer reached
+    /// its flush size, and drops the oldest rows (with a counted
+    /// `log_dropped` event) when it reached a bound (KV writes failing).
+    /// A failure is only reported: the log never fails what it records.
+    pub fn log(&mut self, event: &LogEvent) {
+        let stored = serde_json::to_string(event)
+            .map_err(|e| worker::Error::RustError(e.to_string()))
+            .and_then(|body| {
+                self.store.logs.append(event.ts, &body)?;
+                Ok(body.len() as u64)
+            });
+        let after = match stored {
+            Ok(bytes) => self.logbuf.added(event.ts, bytes),
+            Err(e) => {
+                console_error!("buffering a log event: {e}");
+                return;
+            }
+        };
+        if after.drop_oldest > 0 {
+            if let Err(e) = self.drop_oldest_logs(event.ts, after.drop_oldest) {
+                console_error!("dropping buffered log events: {e}");
+            }
+        }
+        if after.flush {
+            self.flush_logs();
+        }
+    }
+
+    /// Asks for a log flush. The buffer counts as flushing from now on, not
+    /// only once the task begins: otherwise the alarm, armed when this event
+    /// settles, would still see the deadline as due and fire again at once
+    /// for a second, nearly empty, KV write.
+    pub fn flush_logs(&mut self) {
+        self.logbuf.begin();
+        self.request(Task::FlushLogs);
+    }
+
+    fn drop_oldest_logs(&mut self, now: u64, n: u64) -> worker::Result<()> {
+        let dropped = self.store.logs.drop_oldest(n)?;
+        console_warn!(
+            "event log full (KV writes failing): dropped the oldest {} events",
+            dropped.rows
+        );
+        let mut note = LogEvent::new(now, "log_dropped", Some(self.hub.character().as_str()));
+        note.detail = Some(serde_json::json!({
+            "dropped": dropped.rows,
+            "oldest_ts": dropped.oldest_ts,
+            "newest_ts": dropped.newest_ts,
+        }));
+        let body =
+            serde_json::to_string(&note).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.store.logs.append(now, &body)?;
+        self.logbuf.recount(self.store.logs.held()?);
+        Ok(())
     }
 
     /// One JS string per frame, shared by every recipient: a
@@ -249,12 +307,16 @@ impl Core {
         backlog_full(self.archived_through, self.hub.seq(), self.backlog_limit)
     }
 
-    /// When the object next needs its alarm: the hub's next deadline or the
-    /// archive's retry, whichever is first.
+    /// When the object next needs its alarm: the hub's next deadline, the
+    /// archive's retry or the event log's flush, whichever is first.
     pub fn next_alarm(&self) -> Option<u64> {
-        [self.hub.poll_timeout(), self.archive.retry_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.hub.poll_timeout(),
+            self.archive.retry_at,
+            self.logbuf.flush_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -85,6 +85,9 @@ impl DurableObject for Character {
             if core.archive.take_due(now) {
                 core.archive_if_due(now);
             }
+            if core.logbuf.due(now) {
+                core.flush_logs();
+            }
             Ok(())
         });
         if let Err(e) = result {

@@ -1,14 +1,18 @@
 //! The object's internal routes, called by the router with what it has
 //! established (`routing::wire`): subscribe (with its resume), publish,
-//! history, the admin listing and kicks. History and resume reads are
-//! driven by the sans-IO `routing::reader::Reader`: it says which KV pages or
-//! SQLite rows it needs next, this file only performs the reads.
+//! history, the admin listing, kicks and the event log's buffered tail.
+//! History and resume reads are driven by the sans-IO
+//! `routing::reader::Reader`: it says which KV pages or SQLite rows it needs
+//! next, this file only performs the reads.
 
 use routing::archive::{page_key, unarchived};
 use routing::catalogue::{HISTORY_MAX_PAGES, RESUME_MAX_PAGES};
 use routing::hub::{ClientInfo, Input, Reply, Resume};
+use routing::logbuf::batch_body;
 use routing::protocol::parse_publish_body;
-use routing::query::{parse_history_query, parse_subscribe_query, query_pairs, split_url};
+use routing::query::{
+    parse_history_query, parse_logs_query, parse_subscribe_query, query_pairs, split_url,
+};
 use routing::reader::{Need, ReadOutcome, ReadSpec, Reader};
 use routing::topic::TopicFilter;
 use routing::wire::{path, PublishAnswer, SubscribeFacts, H_CHARACTER};
@@ -41,6 +45,7 @@ impl Character {
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,
             (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now),
+            (Method::Get, path::LOGS) => self.log_tail(now, &pairs),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
                 self.kick(now, &p[path::KICK_PREFIX.len()..])
             }
@@ -278,6 +283,21 @@ impl Character {
                 },
             });
             Ok(json_response(200, &body.to_string())?)
+        })
+    }
+
+    /// The newest buffered event-log rows, for `GET /v1/admin/logs?character=`
+    /// (which merges them with KV): the unflushed ones and the flushed ones
+    /// still in their grace. The rows are already serialized events.
+    fn log_tail(&self, now: u64, pairs: &[(String, String)]) -> AppResult<Response> {
+        let query = parse_logs_query(pairs)?;
+        self.with_core(now, |core| {
+            let rows = core.store.logs.tail(query.limit as u64)?;
+            let body = format!(
+                "{{\"events\":{}}}",
+                batch_body(rows.iter().map(String::as_str))
+            );
+            Ok(json_response(200, &body)?)
         })
     }
 

@@ -1,4 +1,5 @@
-//! Deferred work that must not slow a publish: event-log flushes to KV,
+//! Deferred work that must not slow a publish: event-log flushes to KV
+//! (asked for by `routing::logbuf` when the buffer is large or old enough),
 //! subscriber reports to the registry and moving full history pages to the
 //! KV archive. A failed archive attempt is retried with exponential backoff
 //! (`routing::archive::ArchiveLag`) from the object's alarm, and logged.
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use routing::archive::{encode_page, next_page_ready, page_key, page_of, unarchived};
 use routing::events::LogEvent;
+use routing::logbuf::{batch_body, batch_len, LOG_FLUSH_BYTES};
 use routing::wire::{path, RegistryReport};
 use worker::{console_error, Delay, Env, Result};
 
@@ -28,8 +30,8 @@ impl Task {
     /// How long a task waits before it runs, gathering more work.
     fn delay(self) -> Duration {
         match self {
-            // Log batches are written at most this often per object (contract §6).
-            Task::FlushLogs => Duration::from_millis(1000),
+            // Asked for only when due (size or interval, `routing::logbuf`).
+            Task::FlushLogs => Duration::ZERO,
             // Registry reports are coalesced over this window.
             Task::Report => Duration::from_millis(200),
             Task::Archive => Duration::ZERO,
@@ -76,7 +78,7 @@ fn spawn(shared: Shared, env: Env, task: Task) {
         }
         // Work asked for while this task ran (its own next run included).
         start_queued(&shared, &env);
-        if task == Task::Archive {
+        if matches!(task, Task::Archive | Task::FlushLogs) {
             super::sync_alarm(&shared, super::now_ms()).await;
         }
     });
@@ -114,23 +116,95 @@ fn archive_settled(shared: &Shared, result: &Result<()>) {
             event
         }
     };
-    core.logs.push(event);
-    core.request(Task::FlushLogs);
+    core.log(&event);
 }
 
+/// Writes the buffered events (those there when it starts) to KV, in
+/// values of up to `LOG_FLUSH_BYTES`, oldest first; each value's rows are
+/// marked flushed only after its write succeeded, so a failure loses
+/// nothing: the rest waits for the retry (1 s, doubling to a minute).
 async fn flush_logs(shared: &Shared, env: &Env) -> Result<()> {
-    let (events, character, ttl) = {
-        let mut guard = shared.borrow_mut();
-        let Some(core) = guard.as_mut() else {
+    let now = super::now_ms();
+    let result = write_buffered_logs(shared, env, now).await;
+    let mut guard = shared.borrow_mut();
+    let Some(core) = guard.as_mut() else {
+        return result;
+    };
+    let held = match core.store.logs.held() {
+        Ok(held) => held,
+        Err(e) => {
+            // Counts unknown: keep the old ones, and try again after backoff.
+            core.logbuf.failed(super::now_ms(), core.logbuf.held());
+            return Err(e);
+        }
+    };
+    match &result {
+        Ok(()) => core.logbuf.succeeded(held),
+        Err(_) => {
+            core.logbuf.failed(super::now_ms(), held);
+        }
+    }
+    result
+}
+
+/// Rows a flush reads from SQLite at once (each value takes a prefix):
+/// more than the smallest events (about 90 bytes) fill of `LOG_FLUSH_BYTES`,
+/// so values are cut by size, not by this.
+const FLUSH_READ_ROWS: u64 = 4_000;
+
+async fn write_buffered_logs(shared: &Shared, env: &Env, now: u64) -> Result<()> {
+    let (through, character, ttl, fail) = {
+        let guard = shared.borrow();
+        let Some(core) = guard.as_ref() else {
+            return Ok(());
+        };
+        if let Err(e) = core.store.logs.prune(now) {
+            console_error!("pruning flushed log rows: {e}");
+        }
+        let Some(through) = core.store.logs.newest_unflushed()? else {
             return Ok(());
         };
         (
-            std::mem::take(&mut core.logs),
+            through,
             core.hub.character().as_str().to_string(),
             core.config.log_ttl_seconds,
+            core.config.fail_log_writes,
         )
     };
-    kv::write_logs(env, Some(&character), &events, ttl).await
+    loop {
+        let next = {
+            let guard = shared.borrow();
+            let Some(core) = guard.as_ref() else {
+                return Ok(());
+            };
+            let rows = core.store.logs.unflushed(through, FLUSH_READ_ROWS)?;
+            let sizes: Vec<u64> = rows.iter().map(|r| r.body.len() as u64).collect();
+            let n = batch_len(&sizes, LOG_FLUSH_BYTES);
+            let batch = &rows[..n];
+            match batch.last() {
+                None => None,
+                Some(last) => {
+                    let newest = batch.iter().map(|r| r.ts as u64).max().unwrap_or(0);
+                    let body = batch_body(batch.iter().map(|r| r.body.as_str()));
+                    Some((last.id as u64, newest, body))
+                }
+            }
+        };
+        let Some((last_id, newest, body)) = next else {
+            return Ok(());
+        };
+        if fail {
+            return Err(worker::Error::RustError(
+                "event-log writes fail (TEST_FAIL_LOG_WRITES)".into(),
+            ));
+        }
+        kv::put_log_batch(env, Some(&character), newest, body, ttl).await?;
+        let guard = shared.borrow();
+        let Some(core) = guard.as_ref() else {
+            return Ok(());
+        };
+        core.store.logs.mark_flushed(last_id, super::now_ms())?;
+    }
 }
 
 async fn report(shared: &Shared, env: &Env) -> Result<()> {

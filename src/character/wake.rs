@@ -1,7 +1,8 @@
 //! Waking up: the constructor runs on every start, so the first event after
 //! one builds the state here from SQLite (name, epoch, archive mark, the
-//! latest seq, recent idempotency keys) and from each hibernated socket's
-//! attachment, which the hub gets back as `Input::Restore`.
+//! latest seq, recent idempotency keys, the event-log buffer's counts) and
+//! from each hibernated socket's attachment, which the hub gets back as
+//! `Input::Restore`.
 
 use routing::archive;
 use routing::hub::{Hub, Input};
@@ -66,6 +67,9 @@ impl Character {
         }
         let storage = self.state.storage();
         let mut core = Core::new(hub, store, config, archived_through, page_size, storage);
+        // Events buffered before the restart: their flush deadline (the
+        // alarm, armed when this event settles) counts from the oldest.
+        core.logbuf.recount(core.store.logs.held()?);
         let mut restored = 0usize;
         for ws in self.state.get_websockets() {
             match attachment::restore(&ws, &core.store) {
