@@ -494,6 +494,10 @@ fn client_limited(r: &mut serde_json::Value) {
     r["client_limited_why"] = json!(why.join("; "));
 }
 
+/// A publish not answered within this counts as a publish error (a wedged
+/// server then ends the phase instead of hanging it).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// See `client_limited`.
 const CLIENT_LIMITED_CYCLE: f64 = 1.5;
 const CLIENT_LIMITED_CPU: f64 = 0.95;
@@ -776,9 +780,13 @@ async fn subscriber(
 ) {
     let permit = gate.acquire_owned().await;
     let connected = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .with_context(|| format!("connecting {url}"))?;
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        .map_err(|_| anyhow!("no upgrade within 20 s"))?
+        .with_context(|| format!("connecting {url}"))?;
         // The first frame must be the welcome.
         let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -924,7 +932,7 @@ async fn publisher(
             char_name(&args, c),
             body.len()
         );
-        let answer = async {
+        let answer = tokio::time::timeout(PUBLISH_TIMEOUT, async {
             stream.write_all(req.as_bytes()).await?;
             let head = rb
                 .read_head(&mut stream)
@@ -943,8 +951,9 @@ async fn publisher(
                 .as_u64()
                 .ok_or_else(|| anyhow!("publish answer without seqs: {v}"))?;
             Ok::<_, anyhow::Error>((seq, v["delivered"].as_u64().unwrap_or(0)))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("no publish answer within {PUBLISH_TIMEOUT:?}")));
         match answer {
             Ok((seq, delivered)) => {
                 shared
@@ -1105,7 +1114,12 @@ async fn reconnect_mode(args: &Args, host: &str, port: u16, secs: f64) -> Result
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let once = async {
-                    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                    let (mut ws, _) = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        tokio_tungstenite::connect_async(url.as_str()),
+                    )
+                    .await
+                    .map_err(|_| anyhow!("no upgrade within 20 s"))??;
                     let mut seqs = Vec::new();
                     let mut welcomed = false;
                     loop {
