@@ -499,6 +499,12 @@ fn main() -> Result<()> {
             r["runtime_cpu_ms_per_command"] = Value::from(cpu * 1000.0 / commands);
             r["runtime_cpu_us_per_delivery"] = Value::from(cpu * 1e6 / delivered);
         }
+        // How busy the server's core was: below ~90 % in a `max` phase, with
+        // the load generator not limiting either, something else on the
+        // machine took the server's core.
+        if let (Some(cpu), Some(secs)) = (r["server_cpu_s"].as_f64(), r["duration_s"].as_f64()) {
+            r["server_cpu_util"] = Value::from(cpu * 100.0 / secs.max(1e-9));
+        }
         if let Some(u) = r["loadgen_cpu_util"].as_f64() {
             r["loadgen_cpu_util"] = Value::from(u * 100.0);
         }
@@ -551,6 +557,11 @@ fn main() -> Result<()> {
             "runtime workerd CPU µs per delivery (no proxy)",
             "runtime_cpu_us_per_delivery",
             false,
+        ),
+        row(
+            "server CPU % of one core over the phase",
+            "server_cpu_util",
+            true,
         ),
         row("publisher cycle ms", "cycle_mean_ms", false),
         row("publish answer mean ms", "answer_mean_ms", false),
