@@ -34,6 +34,7 @@ fuzz: bootstrap
 clean:
 	rm -rf build target .wrangler
 
-# Benchmarks: ours vs a partyserver room vs a native tokio server; rewrites BENCHMARKS.md.
+# Benchmarks (v2): ours (and ours batched) vs a partyserver room vs the durable JS peer vs a
+# native tokio server, 3 rounds; rewrites BENCHMARKS.md and BENCHMARKS.jsonl. BENCH_* env vars size it.
 bench: build
 	@BENCH_COMMAND="make bench" scripts/bench.sh $(ARGS)

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# `make bench`: runs the gateway (ours), a minimal partyserver room and a native
-# tokio broadcast server side by side on loopback, drives all three with the same
-# load generator (bench/, binary `loadgen`) and regenerates BENCHMARKS.md from this
-# run's numbers only.
+# `make bench` (benchmark v2): runs the gateway (ours; also ours with a 20 ms
+# batching window for (a')), a minimal partyserver room, the durable JS peer (a
+# plain Durable Object that stores each command in SQLite before sending it)
+# and a native tokio broadcast server side by side on loopback, drives them all
+# with the same load generator (bench/, binary `loadgen`) over several rounds in
+# alternating order, and regenerates BENCHMARKS.md and BENCHMARKS.jsonl (the raw
+# results) from this run's numbers only.
 #
 # Usage: scripts/bench.sh [--ours-config TOML] [--out FILE]
 #   --ours-config  wrangler config of our Worker (default wrangler.dev.toml, which
 #                  builds it; pass a toml without [build] to bench a prebuilt copy)
-#   --out          where to write the report (default BENCHMARKS.md)
-# Sizes (environment): BENCH_SUBS (1000: subscribers in (a) and (d), characters in
-# (c)), BENCH_SECS (8: length of each saturation phase), BENCH_RATE (5: commands/s
-# of the fixed-rate latency phase of (a)), BENCH_RATE_SECS (5), BENCH_PUBLISHERS (4).
-# Ports: free ones, or BENCH_PORT_BASE (ours, partyserver, native take base, +1, +2).
-# All three servers are started, awaited (/healthz) and stopped by the one
-# launcher, scripts/server.mjs. Both workerd-based servers run in wrangler's
-# local runtime without the devtools inspector (scripts/serve-local.mjs), which
-# under `wrangler dev` buffers every runtime event and so costs memory and CPU
-# that production does not pay.
+#   --out          where to write the report (default BENCHMARKS.md; the raw
+#                  results go beside it with the extension .jsonl)
+# Sizes (environment; the defaults are the full-size run):
+#   BENCH_ROUNDS (3)        rounds; odd rounds run ours, partyserver, durable,
+#                           native, even rounds the reverse
+#   BENCH_SUBS (1000)       subscribers in (a), (a') and (d), characters in (c)
+#   BENCH_SECS (8)          length of each saturation phase
+#   BENCH_RATE (5), BENCH_RATE_SECS (5): the fixed-rate latency phase of (a)
+#   BENCH_PUBLISHERS (4)    publisher connections (64 in (f))
+#   BENCH_EXTRA_SUBS (100)  subscribers of the payload and slow-subscriber scenarios
+#   BENCH_SWEEP_SECS (30)   length of each step of the open-loop sweep (0: no sweep)
+#   BENCH_SWEEP_PCTS ("25 50 75 90 110"): sweep steps, % of the measured capacity
+#   BENCH_LOADGEN_CPU (0), BENCH_SERVER_CPUS (1): the taskset split
+# Ports: free ones. All servers are started, awaited (/healthz) and stopped by
+# the one launcher, scripts/server.mjs, in wrangler's local runtime without the
+# devtools inspector (scripts/serve-local.mjs) for the workerd-based ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,18 +41,28 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+ROUNDS=${BENCH_ROUNDS:-3}
 SUBS=${BENCH_SUBS:-1000}
 SECS=${BENCH_SECS:-8}
 RATE=${BENCH_RATE:-5}
 RATE_SECS=${BENCH_RATE_SECS:-5}
 PUBLISHERS=${BENCH_PUBLISHERS:-4}
-PORT_OURS=() PORT_PARTY=() PORT_NATIVE=()
-if [ -n "${BENCH_PORT_BASE:-}" ]; then
-  PORT_OURS=(--port "$BENCH_PORT_BASE")
-  PORT_PARTY=(--port "$((BENCH_PORT_BASE + 1))")
-  PORT_NATIVE=(--port "$((BENCH_PORT_BASE + 2))")
-fi
+EXTRA_SUBS=${BENCH_EXTRA_SUBS:-100}
+SWEEP_SECS=${BENCH_SWEEP_SECS:-30}
+SWEEP_PCTS=${BENCH_SWEEP_PCTS:-25 50 75 90 110}
+LOADGEN_CPU=${BENCH_LOADGEN_CPU:-0}
+SERVER_CPUS=${BENCH_SERVER_CPUS:-1}
 WRANGLER=node_modules/.bin/wrangler
+
+# The load generator on its own core, every server on the other.
+PIN_LOADGEN=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
+  CPU_SPLIT="load generator on CPU $LOADGEN_CPU (taskset -c $LOADGEN_CPU), every server on CPU $SERVER_CPUS (taskset -c $SERVER_CPUS)"
+else
+  SERVER_CPUS=""
+  CPU_SPLIT="no split (fewer than 2 CPUs or no taskset): load generator and servers share the machine"
+fi
 
 WORK=$(mktemp -d /tmp/gateway-bench.XXXXXX)
 source scripts/server.sh
@@ -56,19 +75,24 @@ BIN=$ROOT/target/release
 # The servers do not build (scripts/serve-local.mjs): build our Worker first
 # when benching the working tree.
 if [ "$OURS_CONFIG" = wrangler.dev.toml ]; then bash scripts/build.sh; fi
-echo "bench: starting ours ($OURS_CONFIG), partyserver and native"
+echo "bench: starting ours ($OURS_CONFIG; also with BATCH_WINDOW_MS=20), partyserver, durable and native ($CPU_SPLIT)"
 # Ours without its static assets (the demo page): in the local runtime an
 # assets router Worker then sits in front of the Worker and every request and
-# WebSocket message passes through it; the partyserver peer has none.
-# BENCHMARKS.md has the measured cost of that hop for both.
-server_start ours --runtime local --config "$OURS_CONFIG" "${PORT_OURS[@]}" \
+# WebSocket message passes through it; the peers have none. Auth is off
+# explicitly (the config ships with it on).
+server_start ours --runtime local --config "$OURS_CONFIG" \
   --state "$WORK/state-ours" --log "$WORK/ours.log" --var AUTH_ENABLED:false -- --assets off
-server_start partyserver --runtime local --config bench/peers/partyserver/wrangler.toml "${PORT_PARTY[@]}" \
+server_start ours_batch --runtime local --config "$OURS_CONFIG" \
+  --state "$WORK/state-ours-batch" --log "$WORK/ours-batch.log" \
+  --var AUTH_ENABLED:false --var BATCH_WINDOW_MS:20 -- --assets off
+server_start partyserver --runtime local --config bench/peers/partyserver/wrangler.toml \
   --state "$WORK/state-partyserver" --log "$WORK/partyserver.log"
-server_start native --runtime exec "${PORT_NATIVE[@]}" --log "$WORK/native.log" \
+server_start durable --runtime local --config bench/peers/durable/wrangler.toml \
+  --state "$WORK/state-durable" --log "$WORK/durable.log"
+server_start native --runtime exec --log "$WORK/native.log" \
   -- "$BIN/native-server" --listen "127.0.0.1:{port}"
 # One publish each before the first measurement (loads the Durable Object code).
-for server in ours partyserver native; do
+for server in ours ours_batch partyserver durable native; do
   url_var="${server}_URL"
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
     -d '{"topic":"main","name":"warmup"}' "${!url_var}/v1/characters/warmup/commands" ||
@@ -77,45 +101,108 @@ done
 
 RESULTS=$WORK/results.jsonl
 RUN=$(date +%s)
+FAILED=()
 url_of() { local v="${1}_URL"; echo "${!v}"; }
 pid_of() { local v="${1}_PID"; echo "${!v}"; }
 rss_args() {
   case "$1" in
-    ours | partyserver) echo "--rss-pid $(pid_of "$1") --rss-match workerd" ;;
     native) echo "--rss-pid $(pid_of native) --rss-match native-server" ;;
+    *) echo "--rss-pid $(pid_of "$1") --rss-match workerd" ;;
   esac
 }
 
-run() { # scenario server args...
-  local scenario=$1 server=$2
-  shift 2
-  # shellcheck disable=SC2046
-  timeout 300 "$BIN/loadgen" --url "$(url_of "$server")" --label "$server" --scenario "$scenario" \
-    --prefix "$scenario-$RUN-$server" --publishers "$PUBLISHERS" --out "$RESULTS" \
-    --cpu-pid "$(pid_of "$server")" "$@" >/dev/null
+# run SCENARIO SERVER ROUND LOADGEN-ARGS...: a loadgen that fails its checks
+# (loss, duplicate, reorder, misroute, delivered count) is recorded and the
+# run goes on; the report lists it and the script exits 1 at the end.
+run() {
+  local scenario=$1 server=$2 round=$3
+  shift 3
+  if ! timeout "${RUN_TIMEOUT:-600}" "${PIN_LOADGEN[@]}" "$BIN/loadgen" --url "$(url_of "$server")" \
+    --label "$server" --scenario "$scenario" --round "$round" \
+    --prefix "$scenario-$RUN-$round-$server" --publishers "$PUBLISHERS" --out "$RESULTS" \
+    --cpu-pid "$(pid_of "$server")" "$@" >/dev/null; then
+    echo "bench: loadgen FAILED: round $round, scenario $scenario, server $server" >&2
+    FAILED+=("round $round, scenario $scenario, server $server")
+  fi
 }
 
-# The three servers take turns within each scenario, so drift in the machine's
-# load spreads over all of them.
-for server in ours partyserver native; do
-  # (a) and (e): the idle RSS is measured after (a)'s sockets are open.
-  # shellcheck disable=SC2046
-  run a "$server" --characters 1 --subs "$SUBS" $(rss_args "$server") \
-    --phases "max:$SECS,rate:$RATE:$RATE_SECS"
+SERVERS=(ours partyserver durable native)
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then order=("${SERVERS[@]}"); else order=(native durable partyserver ours); fi
+  echo "bench: round $round of $ROUNDS (${order[*]})"
+  for server in "${order[@]}"; do
+    # (a) and (e): the idle RSS is measured after (a)'s sockets are open.
+    # shellcheck disable=SC2046
+    run a "$server" "$round" --characters 1 --subs "$SUBS" $(rss_args "$server") \
+      --phases "max:$SECS,rate:$RATE:$RATE_SECS"
+  done
+  # (a'): ours with a 20 ms batching window, against the others' (a).
+  run a_batch ours_batch "$round" --characters 1 --subs "$SUBS" --phases "max:$SECS,rate:$RATE:$RATE_SECS"
+  for server in "${order[@]}"; do
+    run b "$server" "$round" --characters 100 --subs 10 --phases "max:$SECS"
+  done
+  for server in "${order[@]}"; do
+    run c "$server" "$round" --characters "$SUBS" --subs 1 --phases "max:$SECS"
+  done
+  for server in "${order[@]}"; do
+    run d "$server" "$round" --characters 1 --subs "$SUBS" --topics 10 --phases "max:$SECS"
+  done
+  # Payload sizes: the command's JSON body is 100 B, 1 KiB, or 16,000 B (our
+  # per-command cap is 16 KiB serialized).
+  for payload in 100:p100 1024:p1k 16000:p16k; do
+    for server in "${order[@]}"; do
+      run "${payload#*:}" "$server" "$round" --characters 1 --subs "$EXTRA_SUBS" \
+        --payload "${payload%%:*}" --phases "max:$SECS"
+    done
+  done
+  # (f) 64 concurrent publishers on (b)'s shape.
+  for server in "${order[@]}"; do
+    run f "$server" "$round" --characters 100 --subs 10 --phases "max:$SECS" --publishers 64
+  done
+  # (h) reconnect-and-resume: connections per second with `since` (ours and
+  # the durable peer replay 10 commands and end with `recovered`; partyserver
+  # and native do not resume, so they only send the welcome).
+  for server in "${order[@]}"; do
+    resume=()
+    case $server in ours | durable) resume=(--resume) ;; esac
+    run r "$server" "$round" --reconnect "$SECS" "${resume[@]}"
+  done
 done
-for server in ours partyserver native; do
-  run b "$server" --characters 100 --subs 10 --phases "max:$SECS"
-done
-for server in ours partyserver native; do
-  run c "$server" --characters "$SUBS" --subs 1 --phases "max:$SECS"
-done
-for server in ours partyserver native; do
-  run d "$server" --characters 1 --subs "$SUBS" --topics 10 --phases "max:$SECS"
+
+# Open-loop latency sweep of (a) and (c): fixed rates at BENCH_SWEEP_PCTS of
+# each server's median capacity over the rounds (commands/s of the `max`
+# phase), latency from each command's scheduled send time.
+if [ "$SWEEP_SECS" != 0 ]; then
+  for scenario in a c; do
+    for server in ours partyserver durable; do
+      cap=$(jq -s --arg s "$scenario" --arg l "$server" '
+        [.[] | select(.scenario == $s and .label == $l and .mode == "max") | .commands_per_s] | sort
+        | if length == 0 then 0 else .[(length - 1) / 2 | floor] end' "$RESULTS")
+      phases=$(for pct in $SWEEP_PCTS; do
+        awk -v c="$cap" -v p="$pct" -v s="$SWEEP_SECS" 'BEGIN { r = c * p / 100; if (r < 0.5) r = 0.5; printf "rate:%.2f:%s\n", r, s }'
+      done | paste -sd, -)
+      echo "bench: sweep ($scenario) $server: capacity $cap commands/s, phases $phases"
+      characters=1 subs=$SUBS
+      [ "$scenario" = c ] && characters=$SUBS subs=1
+      RUN_TIMEOUT=$((7 * SWEEP_SECS * 5 + 600)) run "sweep_$scenario" "$server" 0 \
+        --characters "$characters" --subs "$subs" --phases "$phases"
+    done
+  done
+fi
+
+# (g) one slow subscriber (stops reading after its welcome) beside EXTRA_SUBS
+# readers, 16,000 B commands: compare with p16k. Once, last: in a trial run it
+# wedged a server for good (wrangler's proxy workerd stopped answering even
+# /healthz), which would have spoilt every run after it.
+for server in "${SERVERS[@]}"; do
+  run slow "$server" 1 --characters 1 --subs "$EXTRA_SUBS" --slow 1 \
+    --payload 16000 --phases "max:$SECS"
 done
 
 # Machine, versions and the exact command, for the report.
 {
-  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $ARGS_GIVEN} (BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS, ours from $OURS_CONFIG with --assets off)"
+  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $ARGS_GIVEN} (BENCH_ROUNDS=$ROUNDS BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS BENCH_EXTRA_SUBS=$EXTRA_SUBS BENCH_SWEEP_SECS=$SWEEP_SECS BENCH_SWEEP_PCTS=\"$SWEEP_PCTS\", ours from $OURS_CONFIG with --assets off)"
+  echo "cpu split:   $CPU_SPLIT"
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "cpu:         $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
   echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
@@ -129,6 +216,12 @@ done
   for crate in tokio tokio-tungstenite hdrhistogram dashmap; do
     printf '%-12s %s\n' "$crate:" "$(awk -v n="$crate" '$0 == "name = \"" n "\"" {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)"
   done
+  if [ "${#FAILED[@]}" -gt 0 ]; then
+    echo "FAILED:      ${#FAILED[@]} loadgen run(s) failed their checks:"
+    printf '             %s\n' "${FAILED[@]}"
+  else
+    echo "checks:      every loadgen run passed (no loss, duplicate, reorder or misroute; delivered counts match)"
+  fi
 } >"$WORK/meta.txt"
 
 FOOTER=()
@@ -136,4 +229,9 @@ FOOTER=()
 "$BIN/bench-report" --results "$RESULTS" --header bench/BENCHMARKS.header.md \
   --meta "$WORK/meta.txt" "${FOOTER[@]}" >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-echo "bench: wrote $OUT (raw results in $RESULTS)"
+cp "$RESULTS" "${OUT%.md}.jsonl"
+echo "bench: wrote $OUT and ${OUT%.md}.jsonl"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  printf 'bench: loadgen failed its checks in: %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi

@@ -7,6 +7,9 @@ SERVER_PIDS=()
 SERVER_LOGS=()
 SERVER_DIRS=() # removed by servers_stop; callers may add their own temporary files
 SERVER_MJS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/server.mjs"
+# SERVER_CPUS (a taskset CPU list, e.g. 1): servers started from then on run
+# only on those CPUs (their processes inherit the launcher's affinity).
+SERVER_CPUS=${SERVER_CPUS:-}
 
 # server_start NAME [scripts/server.mjs start options...] [-- EXTRA...]
 # Sets ${NAME}_URL, ${NAME}_PORT, ${NAME}_PID, ${NAME}_LOG, ${NAME}_STATE and
@@ -15,7 +18,9 @@ SERVER_MJS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/server.mjs"
 server_start() {
   local name=$1 out key value
   shift
-  out=$(node "$SERVER_MJS" start --name "$name" "$@") || return 1
+  local pin=()
+  [ -z "$SERVER_CPUS" ] || pin=(taskset -c "$SERVER_CPUS")
+  out=$("${pin[@]}" node "$SERVER_MJS" start --name "$name" "$@") || return 1
   while IFS='=' read -r key value; do
     case $key in
       url | port | pid | log | state | inspector_port) printf -v "${name}_${key^^}" '%s' "$value" ;;

@@ -146,6 +146,14 @@ fn parse_head(text: &str) -> Result<Head> {
 /// Every process in the tree under `root` (itself included) whose name
 /// contains `name_part`, with the fields of `/proc/<pid>/stat` after the name.
 fn tree_stats(root: u32, name_part: &str) -> Result<Vec<(u32, Vec<String>)>> {
+    Ok(tree_named(root, name_part)?
+        .into_iter()
+        .map(|(pid, _, fields)| (pid, fields))
+        .collect())
+}
+
+/// Like `tree_stats`, with each process's command name.
+fn tree_named(root: u32, name_part: &str) -> Result<Vec<(u32, String, Vec<String>)>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut stats: HashMap<u32, (String, Vec<String>)> = HashMap::new();
     for entry in std::fs::read_dir("/proc")? {
@@ -180,7 +188,7 @@ fn tree_stats(root: u32, name_part: &str) -> Result<Vec<(u32, Vec<String>)>> {
         }
         if let Some((comm, fields)) = stats.remove(&pid) {
             if comm.contains(name_part) {
-                out.push((pid, fields));
+                out.push((pid, comm, fields));
             }
         }
     }
@@ -218,4 +226,70 @@ pub fn tree_cpu_seconds(root: u32) -> Result<f64> {
         })
         .sum();
     Ok(ticks as f64 / 100.0)
+}
+
+/// The parts of a server's process tree that the benchmark reports apart.
+pub const ROLES: [&str; 3] = ["runtime", "proxy", "launcher"];
+
+/// CPU seconds and resident bytes of one role, summed over its processes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoleSample {
+    pub cpu_s: f64,
+    pub rss: u64,
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The tree under `root` split by role (indexes of `ROLES`): **runtime** is the
+/// workerd that runs the Worker (or the native server), **proxy** the workerd
+/// that wrangler puts in front of it (the one bound to the public `port`; only
+/// when there are two), **launcher** everything else (node, esbuild).
+pub fn tree_roles(root: u32, port: u16) -> Result<[RoleSample; 3]> {
+    let procs = tree_named(root, "")?;
+    let workerds = procs.iter().filter(|(_, c, _)| c == "workerd").count();
+    let bound = format!("entry=127.0.0.1:{port}");
+    let mut out = [RoleSample::default(); 3];
+    for (pid, comm, f) in procs {
+        let role = if comm == "workerd" {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if workerds >= 2 && cmdline.contains(&bound) {
+                1
+            } else {
+                0
+            }
+        } else if comm.starts_with("native-server") {
+            0
+        } else {
+            2
+        };
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out[role].cpu_s += (field(11) + field(12)) as f64 / 100.0;
+        out[role].rss += rss_of(pid);
+    }
+    Ok(out)
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub fn self_cpu_seconds() -> Result<f64> {
+    tree_cpu_seconds_of_one(std::process::id())
+}
+
+fn tree_cpu_seconds_of_one(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let close = stat
+        .rfind(')')
+        .ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?;
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((field(11) + field(12)) as f64 / 100.0)
 }

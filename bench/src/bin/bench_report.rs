@@ -1,7 +1,8 @@
 //! Turns the JSON lines of one `scripts/bench.sh` run into BENCHMARKS.md: the
-//! hand-written header, the machine and versions, the exact command, one table per
-//! scenario (ours, partyserver, native, ours/partyserver, ours/native) and a cost
-//! breakdown derived from the same run.
+//! hand-written header, the machine and versions, the exact command, the
+//! targets with their measured ratios, one table per scenario (the median of
+//! each server over the rounds, and each ratio as the median and range of the
+//! per-round ratios), the open-loop sweep, idle memory, and the footer.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -24,13 +25,15 @@ struct Args {
     meta: String,
 }
 
-const SERVERS: [&str; 3] = ["ours", "partyserver", "native"];
+const SERVERS: [&str; 4] = ["ours", "partyserver", "durable", "native"];
+/// The peers each ratio is taken against.
+const PEERS: [&str; 2] = ["partyserver", "durable"];
 
 #[derive(Clone, Copy)]
 struct Row<'a> {
     name: &'a str,
     key: &'a str,
-    /// Higher is better (for the reading hint only).
+    /// Higher is better.
     higher: bool,
 }
 
@@ -38,18 +41,63 @@ const fn row<'a>(name: &'a str, key: &'a str, higher: bool) -> Row<'a> {
     Row { name, key, higher }
 }
 
-fn find<'a>(
-    rows: &'a [Value],
-    scenario: &str,
-    label: &str,
-    phase_prefix: &str,
-) -> Option<&'a Value> {
-    rows.iter().find(|r| {
-        r["scenario"] == scenario
-            && r["label"] == label
-            && r["phase"]
-                .as_str()
-                .is_some_and(|p| p.starts_with(phase_prefix))
+struct Data {
+    rows: Vec<Value>,
+}
+
+impl Data {
+    /// The rows of one scenario, server and phase kind ("max", "rate"), by round.
+    fn of(&self, scenario: &str, label: &str, phase: &str) -> Vec<&Value> {
+        self.rows
+            .iter()
+            .filter(|r| {
+                r["scenario"] == scenario
+                    && r["label"] == label
+                    && r["phase"].as_str().is_some_and(|p| p.starts_with(phase))
+            })
+            .collect()
+    }
+
+    /// (round, value) of a metric.
+    fn values(&self, scenario: &str, label: &str, phase: &str, key: &str) -> Vec<(u64, f64)> {
+        self.of(scenario, label, phase)
+            .into_iter()
+            .filter_map(|r| Some((r["round"].as_u64().unwrap_or(0), r[key].as_f64()?)))
+            .collect()
+    }
+
+    fn median(&self, scenario: &str, label: &str, phase: &str, key: &str) -> Option<f64> {
+        median(
+            self.values(scenario, label, phase, key)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
+        )
+    }
+
+    /// The per-round ratios a/b of a metric (rounds both have).
+    fn ratios(&self, a: (&str, &str), b: (&str, &str), phase: &str, key: &str) -> Vec<f64> {
+        let bv = self.values(b.0, b.1, phase, key);
+        self.values(a.0, a.1, phase, key)
+            .into_iter()
+            .filter_map(|(round, x)| {
+                let y = bv.iter().find(|(r, _)| *r == round)?.1;
+                (y != 0.0).then_some(x / y)
+            })
+            .collect()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
 }
 
@@ -65,65 +113,411 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
-        _ => "–".to_string(),
+fn cell(v: Option<f64>) -> String {
+    v.map(fmt_num).unwrap_or_else(|| "–".to_string())
+}
+
+/// "1.02x [0.95–1.10]" from per-round ratios.
+fn ratio_cell(r: &[f64]) -> String {
+    match median(r.to_vec()) {
+        None => "–".to_string(),
+        Some(m) if r.len() == 1 => format!("{m:.2}x"),
+        Some(m) => {
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{m:.2}x [{lo:.2}–{hi:.2}]")
+        }
     }
 }
 
-fn table(out: &mut String, rows: &[Value], scenario: &str, phase: &str, metrics: &[Row]) {
+fn table(out: &mut String, d: &Data, scenario: &str, phase: &str, metrics: &[Row]) {
     let _ = writeln!(
         out,
-        "| metric | ours | partyserver | native | ours/partyserver | ours/native |"
+        "| metric (median over rounds) | ours | partyserver | durable | native | ours/partyserver | ours/durable |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for m in metrics {
         let vals: Vec<Option<f64>> = SERVERS
             .iter()
-            .map(|s| find(rows, scenario, s, phase).and_then(|r| r[m.key].as_f64()))
+            .map(|s| d.median(scenario, s, phase, m.key))
             .collect();
-        let cell = |v: &Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".to_string());
+        if vals.iter().all(Option::is_none) {
+            continue;
+        }
         let hint = if m.higher { "↑" } else { "↓" };
+        let ratios: Vec<String> = PEERS
+            .iter()
+            .map(|p| ratio_cell(&d.ratios((scenario, "ours"), (scenario, p), phase, m.key)))
+            .collect();
         let _ = writeln!(
             out,
-            "| {} {hint} | {} | {} | {} | {} | {} |",
+            "| {} {hint} | {} | {} | {} | {} | {} | {} |",
             m.name,
-            cell(&vals[0]),
-            cell(&vals[1]),
-            cell(&vals[2]),
-            ratio(vals[0], vals[1]),
-            ratio(vals[0], vals[2]),
+            cell(vals[0]),
+            cell(vals[1]),
+            cell(vals[2]),
+            cell(vals[3]),
+            ratios[0],
+            ratios[1],
         );
+    }
+    // Client-limited phases and failed checks, by server.
+    let flags: Vec<String> = SERVERS
+        .iter()
+        .map(|s| {
+            let rows = d.of(scenario, s, phase);
+            let limited = rows.iter().filter(|r| r["client_limited"] == true).count();
+            let failed = rows.iter().filter(|r| r["ok"] == false).count();
+            if rows.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{limited}/{} limited, {failed} failed", rows.len())
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "| client-limited rounds, failed checks | {} | {} | {} | {} | | |",
+        flags[0], flags[1], flags[2], flags[3]
+    );
+}
+
+fn describe(d: &Data, scenario: &str, phase: &str) -> String {
+    let r = SERVERS
+        .iter()
+        .chain(["ours_batch"].iter())
+        .find_map(|s| d.of(scenario, s, phase).into_iter().next());
+    match r {
+        Some(r) => format!(
+            "{} character(s) x {} subscriber(s), {} topic(s), {} B commands; phase `{}`, {} publisher connection(s); {} round(s)",
+            r["characters"],
+            r["subs_per_character"],
+            r["topics"],
+            r["payload_bytes"],
+            r["phase"].as_str().unwrap_or(""),
+            r["publishers"],
+            d.of(scenario, r["label"].as_str().unwrap_or(""), phase).len()
+        ),
+        None => "not run".to_string(),
     }
 }
 
-fn describe(rows: &[Value], scenario: &str, phase: &str) -> String {
-    match find(rows, scenario, "ours", phase).or_else(|| find(rows, scenario, "native", phase)) {
-        Some(r) => format!(
-            "{} character(s) x {} subscriber(s), {} topic(s); phase `{}`, {} publisher connection(s)",
-            r["characters"], r["subs_per_character"], r["topics"], r["phase"].as_str().unwrap_or(""),
-            r["publishers"]
+/// Per-process rows: where the CPU and memory of each server went.
+const SPLIT: [Row; 9] = [
+    row(
+        "server CPU s: runtime workerd / native",
+        "cpu_runtime_s",
+        false,
+    ),
+    row("server CPU s: proxy workerd", "cpu_proxy_s", false),
+    row(
+        "server CPU s: launcher (node, esbuild)",
+        "cpu_launcher_s",
+        false,
+    ),
+    row("load generator CPU s", "loadgen_cpu_s", false),
+    row("load generator % of its core", "loadgen_cpu_util", false),
+    row(
+        "RSS peak MiB: runtime workerd / native",
+        "rss_runtime_peak_mib",
+        false,
+    ),
+    row("RSS peak MiB: proxy workerd", "rss_proxy_peak_mib", false),
+    row(
+        "RSS growth MiB: runtime workerd",
+        "rss_runtime_growth_mib",
+        false,
+    ),
+    row(
+        "RSS growth MiB: proxy workerd",
+        "rss_proxy_growth_mib",
+        false,
+    ),
+];
+
+/// One target: a ratio of ours (or ours_batch) to a peer, and its bound.
+struct Target<'a> {
+    what: &'a str,
+    a: (&'a str, &'a str),
+    b: (&'a str, &'a str),
+    phase: &'a str,
+    key: &'a str,
+    /// Met when the median ratio is at most (false) or at least (true) `bound`.
+    at_least: bool,
+    bound: f64,
+}
+
+fn targets(out: &mut String, d: &Data) {
+    let _ = writeln!(out, "\n## Targets (issue #16)\n");
+    let _ = writeln!(
+        out,
+        "Each ratio is ours divided by the peer within the same round; the cell is the median over the rounds and [min–max]. \"better\" against the durable peer means above 1.0x for rates and below 1.0x for CPU and latency.\n"
+    );
+    let _ = writeln!(out, "| target | ratio | bound | met |");
+    let _ = writeln!(out, "|---|---:|---:|:---:|");
+    let t = |what, a, b, phase, key, at_least, bound| Target {
+        what,
+        a,
+        b,
+        phase,
+        key,
+        at_least,
+        bound,
+    };
+    let mut list = vec![
+        t(
+            "(c) server CPU per command, ours/partyserver",
+            ("c", "ours"),
+            ("c", "partyserver"),
+            "max",
+            "server_cpu_ms_per_command",
+            false,
+            1.2,
         ),
-        None => "not run".to_string(),
+        t(
+            "(d) server CPU per delivery, ours/partyserver",
+            ("d", "ours"),
+            ("d", "partyserver"),
+            "max",
+            "server_cpu_us_per_delivery",
+            false,
+            1.0,
+        ),
+        t(
+            "(c) runtime workerd CPU per command (without the proxy), ours/partyserver",
+            ("c", "ours"),
+            ("c", "partyserver"),
+            "max",
+            "runtime_cpu_ms_per_command",
+            false,
+            1.2,
+        ),
+        t(
+            "(d) runtime workerd CPU per delivery (without the proxy), ours/partyserver",
+            ("d", "ours"),
+            ("d", "partyserver"),
+            "max",
+            "runtime_cpu_us_per_delivery",
+            false,
+            1.0,
+        ),
+        t(
+            "(a) deliveries/s, ours/partyserver",
+            ("a", "ours"),
+            ("a", "partyserver"),
+            "max",
+            "deliveries_per_s",
+            true,
+            1.0,
+        ),
+        t(
+            "(b) commands/s, ours/partyserver",
+            ("b", "ours"),
+            ("b", "partyserver"),
+            "max",
+            "commands_per_s",
+            true,
+            1.0,
+        ),
+        t(
+            "(a') deliveries/s with a 20 ms window, ours / partyserver's (a)",
+            ("a_batch", "ours_batch"),
+            ("a", "partyserver"),
+            "max",
+            "deliveries_per_s",
+            true,
+            3.0,
+        ),
+    ];
+    let vs_durable: [(&str, &str, &str, &str, bool); 14] = [
+        ("a", "max", "deliveries_per_s", "(a) deliveries/s", true),
+        (
+            "a",
+            "max",
+            "server_cpu_us_per_delivery",
+            "(a) CPU per delivery",
+            false,
+        ),
+        ("b", "max", "commands_per_s", "(b) commands/s", true),
+        (
+            "b",
+            "max",
+            "server_cpu_ms_per_command",
+            "(b) CPU per command",
+            false,
+        ),
+        ("c", "max", "commands_per_s", "(c) commands/s", true),
+        (
+            "c",
+            "max",
+            "server_cpu_ms_per_command",
+            "(c) CPU per command",
+            false,
+        ),
+        ("d", "max", "deliveries_per_s", "(d) deliveries/s", true),
+        (
+            "d",
+            "max",
+            "server_cpu_us_per_delivery",
+            "(d) CPU per delivery",
+            false,
+        ),
+        (
+            "p100",
+            "max",
+            "deliveries_per_s",
+            "100 B deliveries/s",
+            true,
+        ),
+        ("p1k", "max", "deliveries_per_s", "1 KiB deliveries/s", true),
+        (
+            "p16k",
+            "max",
+            "deliveries_per_s",
+            "16,000 B deliveries/s",
+            true,
+        ),
+        (
+            "f",
+            "max",
+            "commands_per_s",
+            "(f) 64 publishers commands/s",
+            true,
+        ),
+        (
+            "slow",
+            "max",
+            "deliveries_per_s",
+            "(g) slow subscriber: others' deliveries/s",
+            true,
+        ),
+        (
+            "r",
+            "reconnect",
+            "connects_per_s",
+            "(h) reconnects with `since` per s",
+            true,
+        ),
+    ];
+    let names: Vec<String> = vs_durable
+        .iter()
+        .map(|(_, _, _, name, _)| format!("{name}, ours/durable"))
+        .collect();
+    for ((scenario, phase, key, _, higher), name) in vs_durable.iter().zip(&names) {
+        list.push(t(
+            name,
+            (scenario, "ours"),
+            (scenario, "durable"),
+            phase,
+            key,
+            *higher,
+            1.0,
+        ));
+    }
+    for x in list {
+        let r = d.ratios(x.a, x.b, x.phase, x.key);
+        let met = match median(r.clone()) {
+            None => "–",
+            Some(m) if (x.at_least && m >= x.bound) || (!x.at_least && m <= x.bound) => "yes",
+            Some(_) => "**no**",
+        };
+        let bound = format!("{} {:.1}x", if x.at_least { "≥" } else { "≤" }, x.bound);
+        let _ = writeln!(out, "| {} | {} | {bound} | {met} |", x.what, ratio_cell(&r));
+    }
+}
+
+fn sweep(out: &mut String, d: &Data, scenario: &str, title: &str) {
+    let servers = ["ours", "partyserver", "durable"];
+    if servers.iter().all(|s| d.of(scenario, s, "rate").is_empty()) {
+        return;
+    }
+    let _ = writeln!(out, "\n### {title}\n");
+    let _ = writeln!(
+        out,
+        "| server | step | commands/s scheduled | commands/s sent | deliveries/s | p50 ms | p99 ms | max ms | lost | client-limited |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|");
+    for s in servers {
+        let mut rows = d.of(scenario, s, "rate");
+        rows.sort_by(|a, b| {
+            a["rate"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["rate"].as_f64().unwrap_or(0.0))
+        });
+        // The capacity the script derived the steps from.
+        let base = scenario.trim_start_matches("sweep_");
+        let capacity = d
+            .median(base, s, "max", "commands_per_s")
+            .unwrap_or(0.0)
+            .max(1e-9);
+        for r in rows {
+            let n = |k: &str| r[k].as_f64();
+            let pct = n("rate").unwrap_or(0.0) * 100.0 / capacity;
+            let _ = writeln!(
+                out,
+                "| {s} | {pct:.0} % | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(n("rate")),
+                cell(n("commands_per_s")),
+                cell(n("deliveries_per_s")),
+                cell(n("p50_ms")),
+                cell(n("p99_ms")),
+                cell(n("max_ms")),
+                cell(n("lost")),
+                if r["client_limited"] == true {
+                    "yes"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.results).with_context(|| args.results.clone())?;
-    let rows: Vec<Value> = text
+    let mut rows: Vec<Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
+    // Derived: memory growth over a phase.
+    for r in &mut rows {
+        for role in ["runtime", "proxy"] {
+            if let (Some(a), Some(b)) = (
+                r[format!("rss_{role}_peak_mib")].as_f64(),
+                r[format!("rss_{role}_start_mib")].as_f64(),
+            ) {
+                r[format!("rss_{role}_growth_mib")] = Value::from(a - b);
+            }
+        }
+        // The Worker's own runtime only (without wrangler's proxy and the launcher).
+        if let Some(cpu) = r["cpu_runtime_s"].as_f64() {
+            let commands = r["commands"].as_f64().unwrap_or(0.0).max(1.0);
+            let delivered = r["delivered"].as_f64().unwrap_or(0.0).max(1.0);
+            r["runtime_cpu_ms_per_command"] = Value::from(cpu * 1000.0 / commands);
+            r["runtime_cpu_us_per_delivery"] = Value::from(cpu * 1e6 / delivered);
+        }
+        // How busy the server's core was: below ~90 % in a `max` phase, with
+        // the load generator not limiting either, something else on the
+        // machine took the server's core.
+        if let (Some(cpu), Some(secs)) = (r["server_cpu_s"].as_f64(), r["duration_s"].as_f64()) {
+            r["server_cpu_util"] = Value::from(cpu * 100.0 / secs.max(1e-9));
+        }
+        if let Some(u) = r["loadgen_cpu_util"].as_f64() {
+            r["loadgen_cpu_util"] = Value::from(u * 100.0);
+        }
+    }
+    let d = Data { rows };
     let mut out = std::fs::read_to_string(&args.header).with_context(|| args.header.clone())?;
     let meta = std::fs::read_to_string(&args.meta).with_context(|| args.meta.clone())?;
     out.push_str("\n## This run\n\n```\n");
     out.push_str(meta.trim_end());
     out.push_str("\n```\n");
 
-    // Rows both tables share: latency, then the correctness counts.
+    targets(&mut out, &d);
+
     let shared = [
         row("latency p50 ms", "p50_ms", false),
         row("latency p95 ms", "p95_ms", false),
@@ -144,8 +538,6 @@ fn main() -> Result<()> {
     .chain([
         row("publish errors", "publish_errors", false),
         row("time to open all sockets ms", "connect_ms", false),
-        // CPU time of the server's whole process tree over the phase: unlike
-        // the rates, it does not depend on how busy the rest of the machine is.
         row(
             "server CPU ms per command",
             "server_cpu_ms_per_command",
@@ -156,7 +548,25 @@ fn main() -> Result<()> {
             "server_cpu_us_per_delivery",
             false,
         ),
+        row(
+            "runtime workerd CPU ms per command (no proxy)",
+            "runtime_cpu_ms_per_command",
+            false,
+        ),
+        row(
+            "runtime workerd CPU µs per delivery (no proxy)",
+            "runtime_cpu_us_per_delivery",
+            false,
+        ),
+        row(
+            "server CPU % of one core over the phase",
+            "server_cpu_util",
+            true,
+        ),
+        row("publisher cycle ms", "cycle_mean_ms", false),
+        row("publish answer mean ms", "answer_mean_ms", false),
     ])
+    .chain(SPLIT.iter().copied())
     .collect();
     let latency: Vec<Row> = [
         row("commands/s sent", "commands_per_s", true),
@@ -164,6 +574,7 @@ fn main() -> Result<()> {
     ]
     .into_iter()
     .chain(shared.iter().copied())
+    .chain(SPLIT.iter().copied())
     .collect();
     let scenarios = [
         ("a", "(a) one character, many subscribers"),
@@ -173,94 +584,129 @@ fn main() -> Result<()> {
             "d",
             "(d) one character, 10 topics, each command matches 10% of the subscribers",
         ),
+        (
+            "p100",
+            "Payload 100 B (1 character x the extra subscribers)",
+        ),
+        ("p1k", "Payload 1 KiB"),
+        ("p16k", "Payload 16,000 B"),
+        ("f", "(f) 64 concurrent publishers on (b)'s shape"),
+        (
+            "slow",
+            "(g) one slow subscriber (stops reading) beside the readers, 16,000 B commands",
+        ),
     ];
     for (key, title) in scenarios {
         let _ = writeln!(out, "\n## {title}\n");
-        let _ = writeln!(out, "Throughput: {}.\n", describe(&rows, key, "max"));
-        table(&mut out, &rows, key, "max", &throughput);
-        if find(&rows, key, "ours", "rate").is_some()
-            || find(&rows, key, "native", "rate").is_some()
-        {
+        let _ = writeln!(out, "Throughput: {}.\n", describe(&d, key, "max"));
+        table(&mut out, &d, key, "max", &throughput);
+        if key == "a" {
+            batching(&mut out, &d);
+        }
+        if key == "slow" {
+            let _ = writeln!(out);
             let _ = writeln!(
                 out,
-                "\nLatency at a fixed rate: {}.\n",
-                describe(&rows, key, "rate")
+                "| slow subscriber (per round) | {} |",
+                SERVERS.join(" | ")
             );
-            table(&mut out, &rows, key, "rate", &latency);
+            let _ = writeln!(out, "|---|---|---|---|---|");
+            let cells: Vec<String> = SERVERS
+                .iter()
+                .map(|s| {
+                    d.of("slow", s, "max")
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} frames owed, {} read after the phase, {}",
+                                r["slow_owed"],
+                                r["slow_frames_read_after"],
+                                if r["slow_closed_by_server"] == true {
+                                    "closed"
+                                } else {
+                                    "open"
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .collect();
+            let _ = writeln!(out, "| the slow socket | {} |", cells.join(" | "));
+        }
+        if !d.of(key, "ours", "rate").is_empty() || !d.of(key, "native", "rate").is_empty() {
+            let _ = writeln!(
+                out,
+                "\nLatency at a fixed rate (from the scheduled send time): {}.\n",
+                describe(&d, key, "rate")
+            );
+            table(&mut out, &d, key, "rate", &latency);
         }
     }
+
+    let _ = writeln!(out, "\n## (h) reconnect and resume\n");
+    let _ = writeln!(
+        out,
+        "Clients reconnecting in a loop to one character: {}. Ours and the durable peer are asked for `since` = the latest seq - 10 and replay those 10 commands, then `recovered`; partyserver and native have no resume and send only the welcome, so their rate is an upper bound for a subscribe without replay.\n",
+        describe(&d, "r", "reconnect")
+    );
+    table(
+        &mut out,
+        &d,
+        "r",
+        "reconnect",
+        &[
+            row("connections/s", "connects_per_s", true),
+            row("connect to recovered (or welcome) p50 ms", "p50_ms", false),
+            row("connect to recovered (or welcome) p99 ms", "p99_ms", false),
+            row("connect errors", "connect_errors", false),
+            row("resume errors", "resume_errors", false),
+            row(
+                "server CPU ms per connection",
+                "server_cpu_ms_per_connect",
+                false,
+            ),
+            SPLIT[0],
+            SPLIT[1],
+            SPLIT[2],
+            SPLIT[4],
+        ],
+    );
+
+    let _ = writeln!(out, "\n## Open-loop latency sweep\n");
+    let _ = writeln!(
+        out,
+        "Fixed rates at a share of each server's capacity (its median commands/s in the `max` phase of the scenario over the rounds), one step after the other on the same sockets; latency is measured from each command's scheduled send time, so a server that falls behind is charged for the queue. The same publisher connections as in the rounds (one request in flight each). Native is not swept (its capacity is the load generator's).\n"
+    );
+    sweep(
+        &mut out,
+        &d,
+        "sweep_a",
+        "(a) 1 character x many subscribers",
+    );
+    sweep(
+        &mut out,
+        &d,
+        "sweep_c",
+        "(c) many characters x 1 subscriber",
+    );
 
     let _ = writeln!(out, "\n## (e) idle memory\n");
     let _ = writeln!(
         out,
         "Resident memory of the server's processes (workerd processes under the launcher's pid; the native-server process) before and after opening the sockets of scenario (a), measured 2 s after the last welcome, before anything is published.\n"
     );
-    let mem = [
-        Row {
-            name: "RSS before MiB",
-            key: "rss_before_mib",
-            higher: false,
-        },
-        Row {
-            name: "RSS with sockets open MiB",
-            key: "rss_after_mib",
-            higher: false,
-        },
-        Row {
-            name: "MiB per 1,000 idle subscribers",
-            key: "rss_per_1000_mib",
-            higher: false,
-        },
-    ];
-    table(&mut out, &rows, "a", "max", &mem);
-
-    // Cost breakdown from this run: the time per command in (c) is the fixed cost
-    // of one command (request, routing to the object, storage, one send); (a) adds
-    // N-1 sends, so the difference over N-1 is the marginal cost of one delivery.
-    let _ = writeln!(
-        out,
-        "\n## Cost per command and per delivery (derived from the tables above)\n"
+    table(
+        &mut out,
+        &d,
+        "a",
+        "max",
+        &[
+            row("RSS before MiB", "rss_before_mib", false),
+            row("RSS with sockets open MiB", "rss_after_mib", false),
+            row("MiB per 1,000 idle subscribers", "rss_per_1000_mib", false),
+        ],
     );
-    let _ = writeln!(
-        out,
-        "Wall time per accepted command at saturation (1 / commands per second, all publisher connections together) in (c) is the fixed cost of a command with one delivery; in (a) it is that plus N-1 more deliveries, so ((a) - (c)) / (N-1) is the marginal cost of one delivery. Both are wall-clock on a shared machine, not CPU time.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| | ours | partyserver | native | ours/partyserver | ours/native |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let per_cmd = |scenario: &str, label: &str| {
-        find(&rows, scenario, label, "max")
-            .and_then(|r| r["commands_per_s"].as_f64())
-            .filter(|v| *v > 0.0)
-            .map(|v| 1e6 / v)
-    };
-    let fixed: Vec<Option<f64>> = SERVERS.iter().map(|s| per_cmd("c", s)).collect();
-    let marginal: Vec<Option<f64>> = SERVERS
-        .iter()
-        .map(|s| {
-            let n = find(&rows, "a", s, "max").and_then(|r| r["subs_per_character"].as_f64())?;
-            let a = per_cmd("a", s)?;
-            let c = per_cmd("c", s)?;
-            Some((a - c) / (n - 1.0).max(1.0))
-        })
-        .collect();
-    for (name, vals) in [
-        ("µs per command, one delivery ((c))", &fixed),
-        ("µs per extra delivery (((a) - (c)) / (N-1))", &marginal),
-    ] {
-        let cell = |v: &Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".to_string());
-        let _ = writeln!(
-            out,
-            "| {name} | {} | {} | {} | {} | {} |",
-            cell(&vals[0]),
-            cell(&vals[1]),
-            cell(&vals[2]),
-            ratio(vals[0], vals[1]),
-            ratio(vals[0], vals[2])
-        );
-    }
 
     if let Some(footer) = &args.footer {
         out.push('\n');
@@ -268,4 +714,56 @@ fn main() -> Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// (a'): ours with a 20 ms batching window against every server's (a).
+fn batching(out: &mut String, d: &Data) {
+    if d.of("a_batch", "ours_batch", "max").is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### (a') batching: ours with `BATCH_WINDOW_MS=20`\n\n{}. Commands delivered per second counts each command inside a `batch` frame once per socket.\n",
+        describe(d, "a_batch", "max")
+    );
+    let _ = writeln!(
+        out,
+        "| metric (median over rounds) | ours batched | ours | partyserver | durable | batched/partyserver | batched/ours |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for m in [
+        row("commands delivered/s", "deliveries_per_s", true),
+        row("commands/s accepted", "commands_per_s", true),
+        row("latency p50 ms", "p50_ms", false),
+        row("latency p99 ms", "p99_ms", false),
+        row("batch frames received", "batch_frames", true),
+        row(
+            "server CPU µs per delivery",
+            "server_cpu_us_per_delivery",
+            false,
+        ),
+        row("lost", "lost", false),
+    ] {
+        let b = d.median("a_batch", "ours_batch", "max", m.key);
+        let o = d.median("a", "ours", "max", m.key);
+        let p = d.median("a", "partyserver", "max", m.key);
+        let du = d.median("a", "durable", "max", m.key);
+        let _ = writeln!(
+            out,
+            "| {} {} | {} | {} | {} | {} | {} | {} |",
+            m.name,
+            if m.higher { "↑" } else { "↓" },
+            cell(b),
+            cell(o),
+            cell(p),
+            cell(du),
+            ratio_cell(&d.ratios(
+                ("a_batch", "ours_batch"),
+                ("a", "partyserver"),
+                "max",
+                m.key
+            )),
+            ratio_cell(&d.ratios(("a_batch", "ours_batch"), ("a", "ours"), "max", m.key)),
+        );
+    }
 }

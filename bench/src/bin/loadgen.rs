@@ -7,11 +7,21 @@
 //! Latency is publish-to-receive: the publisher puts its monotonic send time into
 //! `params.t`, the subscriber subtracts it from its receive time.
 //!
+//! In `rate` phases the latency is measured from each command's scheduled send
+//! time (so a server that falls behind its schedule is charged for the wait).
+//!
 //! `--idle` opens the sockets, measures the resident memory of a process tree
-//! before and after, and publishes nothing.
+//! before and after, and publishes nothing. `--slow N` adds N subscribers that
+//! stop reading after their welcome; `--reconnect SECS` measures how many
+//! subscribe-with-`since` connections per second the server completes.
+//!
+//! Exit status: 1 when any phase lost, duplicated, reordered or misrouted a
+//! command, or when the server's `delivered` total differs from the deliveries
+//! received (or a resume replayed the wrong commands); the JSON line is written
+//! first, with `"ok": false` and the reasons in `failures`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use bench::{tree_cpu_seconds, tree_rss, ReadBuf};
+use bench::{self_cpu_seconds, tree_roles, tree_rss, ReadBuf, RoleSample, ROLES};
 use clap::Parser;
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -24,12 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser, Clone)]
-#[command(about = "Gateway load generator")]
+#[command(about = "Gateway load generator", args_override_self = true)]
 struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8901
     #[arg(long)]
@@ -65,8 +75,32 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     connect_parallel: usize,
     /// Longest wait after the last publish for outstanding deliveries, seconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 15.0)]
     drain: f64,
+    /// Size of each published command (its JSON body) in bytes: `params.pad` is
+    /// filled up to it.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Extra subscribers on the first character's first topic that stop reading
+    /// after their welcome (receive buffer 4 KiB); not part of the accounting.
+    #[arg(long, default_value_t = 0)]
+    slow: usize,
+    /// Reconnect mode: for this many seconds, `--reconnect-parallel` clients
+    /// each subscribe to the first character with `since` (10 commands back),
+    /// read the welcome and (with `--resume`) the replay up to `recovered`,
+    /// close, and start again. Publishes 20 commands first.
+    #[arg(long)]
+    reconnect: Option<f64>,
+    /// Concurrent clients of the reconnect mode.
+    #[arg(long, default_value_t = 16)]
+    reconnect_parallel: usize,
+    /// Reconnect mode: the server replays `since` and ends with `recovered`
+    /// (ours, the durable peer); without it only the welcome is awaited.
+    #[arg(long)]
+    resume: bool,
+    /// Round number in the results (scripts/bench.sh runs several).
+    #[arg(long, default_value_t = 0)]
+    round: u32,
     /// Character name prefix (unique per run so every scenario starts fresh).
     #[arg(long, default_value = "bench")]
     prefix: String,
@@ -80,7 +114,9 @@ struct Args {
     #[arg(long, default_value = "")]
     rss_match: String,
     /// Root pid of the server's process tree: each phase then reports the CPU
-    /// time the whole tree used from its first publish to its last delivery.
+    /// time the whole tree used from its first publish to its last delivery,
+    /// and the CPU and resident memory of each part (runtime workerd, proxy
+    /// workerd, launcher).
     #[arg(long)]
     cpu_pid: Option<u32>,
     /// Append the result as one JSON line to this file.
@@ -116,11 +152,16 @@ struct Frame<'a> {
     seq: Option<u64>,
     #[serde(default)]
     params: Option<Params>,
+    /// The command frames of a `batch` frame.
+    #[serde(default, borrow)]
+    commands: Option<Vec<Frame<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct Params {
-    t: u64,
+    /// The load generator's send time; absent in commands it did not time.
+    #[serde(default)]
+    t: Option<u64>,
 }
 
 struct Shared {
@@ -145,6 +186,10 @@ struct Shared {
     /// (character, topic, seq) of every accepted command.
     published: Mutex<Vec<(usize, usize, u64)>>,
     pub_latency: Mutex<Histogram<u64>>,
+    /// Sum of the publish answer times (request written to answer read), ns.
+    answer_ns: AtomicU64,
+    /// Batch frames received (batching servers).
+    batch_frames: AtomicU64,
 }
 
 impl Shared {
@@ -196,7 +241,17 @@ async fn main() -> Result<()> {
         unparsed: AtomicU64::new(0),
         published: Mutex::new(Vec::new()),
         pub_latency: Mutex::new(hist()?),
+        answer_ns: AtomicU64::new(0),
+        batch_frames: AtomicU64::new(0),
     });
+    let port: u16 = host
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(80);
+    if let Some(secs) = args.reconnect {
+        return reconnect_mode(&args, &host, port, secs).await;
+    }
 
     let rss_before = match args.rss_pid {
         Some(pid) => Some(tree_rss(pid, &args.rss_match)?),
@@ -290,7 +345,22 @@ async fn main() -> Result<()> {
         }
     }
 
+    // Slow subscribers: open after the others, then never read again.
+    let mut slow = Vec::new();
+    for _ in 0..args.slow {
+        let url = format!(
+            "ws://{host}/v1/characters/{}/subscribe?topics={}",
+            char_name(&args, 0),
+            topic_name(&args, 0)
+        );
+        slow.push(open_slow(&host, &url).await?);
+    }
+    result["slow_subscribers"] = json!(args.slow);
+    result["payload_bytes"] = json!(args.payload);
+    result["round"] = json!(args.round);
+
     let mut lines = Vec::new();
+    let mut failed = false;
     if args.idle {
         result["phase"] = json!("idle");
         lines.push(result.to_string());
@@ -299,23 +369,76 @@ async fn main() -> Result<()> {
             let (rate, duration) = parse_phase(spec)?;
             let mut r = result.clone();
             r["phase"] = json!(spec);
-            let cpu_before = args.cpu_pid.map(tree_cpu_seconds).transpose()?;
+            let roles_before = args.cpu_pid.map(|pid| tree_roles(pid, port)).transpose()?;
+            let self_before = self_cpu_seconds()?;
+            // Peak resident memory of each part while the phase runs.
+            let sampling = Arc::new(AtomicBool::new(true));
+            let sampler = args.cpu_pid.map(|pid| {
+                let sampling = sampling.clone();
+                tokio::spawn(async move {
+                    let mut peak = [0u64; 3];
+                    while sampling.load(Ordering::Relaxed) {
+                        if let Ok(now) = tree_roles(pid, port) {
+                            for (p, s) in peak.iter_mut().zip(now) {
+                                *p = (*p).max(s.rss);
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    peak
+                })
+            });
+            let wall = Instant::now();
             run_publish(&args, rate, duration, &host, &shared, &mut r).await?;
-            if let (Some(pid), Some(before)) = (args.cpu_pid, cpu_before) {
-                let used = tree_cpu_seconds(pid)? - before;
+            let wall_s = wall.elapsed().as_secs_f64();
+            sampling.store(false, Ordering::Relaxed);
+            let peak = match sampler {
+                Some(h) => h.await.unwrap_or_default(),
+                None => [0; 3],
+            };
+            let self_used = self_cpu_seconds()? - self_before;
+            r["loadgen_cpu_s"] = json!(self_used);
+            r["loadgen_cpu_util"] = json!(self_used / wall_s.max(1e-9));
+            client_limited(&mut r);
+            if let (Some(pid), Some(before)) = (args.cpu_pid, roles_before) {
+                let after = tree_roles(pid, port)?;
+                record_roles(&mut r, &before, &after, &peak);
+                let used: f64 = after.iter().map(|s| s.cpu_s).sum::<f64>()
+                    - before.iter().map(|s| s.cpu_s).sum::<f64>();
                 let commands = r["commands"].as_f64().unwrap_or(0.0).max(1.0);
                 let delivered = r["delivered"].as_f64().unwrap_or(0.0).max(1.0);
                 r["server_cpu_s"] = json!(used);
                 r["server_cpu_ms_per_command"] = json!(used * 1000.0 / commands);
                 r["server_cpu_us_per_delivery"] = json!(used * 1e6 / delivered);
                 eprintln!(
-                    "[{} {} {spec}] server CPU {used:.2} s: {:.3} ms per command, {:.1} us per delivery",
+                    "[{} {} {spec}] server CPU {used:.2} s: {:.3} ms per command, {:.1} us per delivery; load generator CPU {self_used:.2} s ({:.0} % of its core){}",
                     args.label,
                     args.scenario,
                     used * 1000.0 / commands,
-                    used * 1e6 / delivered
+                    used * 1e6 / delivered,
+                    self_used * 100.0 / wall_s.max(1e-9),
+                    if r["client_limited"] == true { "; CLIENT-LIMITED" } else { "" }
                 );
             }
+            if r["phase"] == json!(args.phases.last()) && !slow.is_empty() {
+                // Whether the server still holds the slow sockets: read what
+                // they were sent, for at most 3 s.
+                let (frames, closed) = drain_slow(&mut slow).await;
+                r["slow_frames_read_after"] = json!(frames);
+                r["slow_closed_by_server"] = json!(closed);
+            }
+            let failures = failures_of(&r);
+            r["ok"] = json!(failures.is_empty());
+            if !failures.is_empty() {
+                eprintln!(
+                    "[{} {} {spec}] FAILED: {}",
+                    args.label,
+                    args.scenario,
+                    failures.join("; ")
+                );
+                failed = true;
+            }
+            r["failures"] = json!(failures);
             lines.push(r.to_string());
             reset(&shared)?;
         }
@@ -325,8 +448,17 @@ async fn main() -> Result<()> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
+    drop(slow);
 
-    for line in &lines {
+    write_lines(&args, &lines)?;
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn write_lines(args: &Args, lines: &[String]) -> Result<()> {
+    for line in lines {
         println!("{line}");
         if let Some(path) = &args.out {
             let mut f = std::fs::OpenOptions::new()
@@ -338,6 +470,84 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A publisher's cycle much longer than the server's answer time means the
+/// load generator, not the server, set the pace (or its core was full).
+fn client_limited(r: &mut serde_json::Value) {
+    let answer = r["answer_mean_ms"].as_f64().unwrap_or(0.0);
+    let cycle = r["cycle_mean_ms"].as_f64().unwrap_or(0.0);
+    let util = r["loadgen_cpu_util"].as_f64().unwrap_or(0.0);
+    let mut why = Vec::new();
+    if r["mode"] == "max" && answer > 0.0 && cycle > CLIENT_LIMITED_CYCLE * answer {
+        why.push(format!(
+            "publisher cycle {cycle:.2} ms > {CLIENT_LIMITED_CYCLE} x answer {answer:.2} ms"
+        ));
+    }
+    if util >= CLIENT_LIMITED_CPU {
+        why.push(format!(
+            "load generator at {:.0} % of its core",
+            util * 100.0
+        ));
+    }
+    r["client_limited"] = json!(!why.is_empty());
+    r["client_limited_why"] = json!(why.join("; "));
+}
+
+/// A publish not answered within this counts as a publish error (a wedged
+/// server then ends the phase instead of hanging it).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// See `client_limited`.
+const CLIENT_LIMITED_CYCLE: f64 = 1.5;
+const CLIENT_LIMITED_CPU: f64 = 0.95;
+
+fn record_roles(
+    r: &mut serde_json::Value,
+    before: &[RoleSample; 3],
+    after: &[RoleSample; 3],
+    peak: &[u64; 3],
+) {
+    for (i, role) in ROLES.iter().enumerate() {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        r[format!("cpu_{role}_s")] = json!(after[i].cpu_s - before[i].cpu_s);
+        r[format!("rss_{role}_start_mib")] = json!(mib(before[i].rss));
+        r[format!("rss_{role}_end_mib")] = json!(mib(after[i].rss));
+        r[format!("rss_{role}_peak_mib")] = json!(mib(peak[i].max(after[i].rss)));
+    }
+}
+
+/// The correctness failures of one phase's result.
+fn failures_of(r: &serde_json::Value) -> Vec<String> {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let mut out = Vec::new();
+    for k in [
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "misrouted",
+        "resume_errors",
+    ] {
+        if n(k) > 0 {
+            out.push(format!("{k} {}", n(k)));
+        }
+    }
+    if r.get("server_delivered").is_some() {
+        // The slow subscribers' deliveries are counted by the server but not
+        // checked here: the server may count up to `slow_owed` more.
+        let (got, said, slack) = (n("delivered"), n("server_delivered"), n("slow_owed"));
+        if said < got || said > got + slack {
+            out.push(format!(
+                "the server says it delivered {said}, the subscribers received {got}{}",
+                if slack > 0 {
+                    format!(" (+ up to {slack} to the slow subscribers)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    out
 }
 
 /// `max:SECS` is (0, SECS); `rate:R:SECS` is (R, SECS).
@@ -369,6 +579,8 @@ fn reset(shared: &Shared) -> Result<()> {
     shared.stop.store(false, Ordering::Relaxed);
     shared.publish_errors.store(0, Ordering::Relaxed);
     shared.server_delivered.store(0, Ordering::Relaxed);
+    shared.answer_ns.store(0, Ordering::Relaxed);
+    shared.batch_frames.store(0, Ordering::Relaxed);
     shared
         .published
         .lock()
@@ -502,6 +714,26 @@ async fn run_publish(
     result["max_ms"] = json!(latency.max() as f64 / 1000.0);
     result["publish_p50_ms"] = json!(publat.value_at_quantile(0.5) as f64 / 1000.0);
     result["publish_p99_ms"] = json!(publat.value_at_quantile(0.99) as f64 / 1000.0);
+    let answered = publat.len();
+    let attempts = answered + shared.publish_errors.load(Ordering::Relaxed);
+    result["answer_mean_ms"] = json!(if answered > 0 {
+        shared.answer_ns.load(Ordering::Relaxed) as f64 / answered as f64 / 1e6
+    } else {
+        0.0
+    });
+    // A publisher's time per request: its share of the publish window.
+    result["cycle_mean_ms"] = json!(if attempts > 0 {
+        pub_window_s * 1000.0 * args.publishers.max(1) as f64 / attempts as f64
+    } else {
+        0.0
+    });
+    result["batch_frames"] = json!(shared.batch_frames.load(Ordering::Relaxed));
+    let slow_owed = published
+        .iter()
+        .filter(|(c, t, _)| *c == 0 && *t == 0)
+        .count()
+        * args.slow;
+    result["slow_owed"] = json!(slow_owed);
     result["lost"] = json!(lost);
     result["server_delivered"] = json!(shared.server_delivered.load(Ordering::Relaxed));
     result["characters_with_loss"] = json!(lossy_chars.len());
@@ -548,9 +780,13 @@ async fn subscriber(
 ) {
     let permit = gate.acquire_owned().await;
     let connected = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .with_context(|| format!("connecting {url}"))?;
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        .map_err(|_| anyhow!("no upgrade within 20 s"))?
+        .with_context(|| format!("connecting {url}"))?;
         // The first frame must be the welcome.
         let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -596,28 +832,39 @@ async fn subscriber(
                     shared.unparsed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                if frame.kind != "command" {
-                    continue;
-                }
-                let Some(mut s) = shared.stats.get_mut(&i) else { break };
-                s.frames += 1;
-                let seq = frame.seq.unwrap_or(0);
-                if frame.character != Some(my_char.as_str()) || frame.topic != Some(my_topic.as_str()) {
-                    s.misrouted += 1;
-                    continue;
-                }
-                if !s.received.insert(seq) {
-                    s.duplicated += 1;
-                } else {
-                    shared.received.fetch_add(1, Ordering::Relaxed);
-                    if seq < s.max_seq {
-                        s.out_of_order += 1;
+                let kind = frame.kind;
+                let commands = match kind {
+                    "command" => vec![frame],
+                    "batch" => {
+                        shared.batch_frames.fetch_add(1, Ordering::Relaxed);
+                        frame.commands.unwrap_or_default()
                     }
-                }
-                s.max_seq = s.max_seq.max(seq);
-                if let Some(p) = frame.params {
-                    let lat = now.saturating_sub(p.t).max(1);
-                    let _ = s.latency.record((lat / 1000).clamp(1, 120_000_000));
+                    _ => continue,
+                };
+                let Some(mut s) = shared.stats.get_mut(&i) else { break };
+                for frame in commands {
+                    s.frames += 1;
+                    let seq = frame.seq.unwrap_or(0);
+                    if frame.kind != "command"
+                        || frame.character != Some(my_char.as_str())
+                        || frame.topic != Some(my_topic.as_str())
+                    {
+                        s.misrouted += 1;
+                        continue;
+                    }
+                    if !s.received.insert(seq) {
+                        s.duplicated += 1;
+                    } else {
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        if seq < s.max_seq {
+                            s.out_of_order += 1;
+                        }
+                    }
+                    s.max_seq = s.max_seq.max(seq);
+                    if let Some(t) = frame.params.and_then(|p| p.t) {
+                        let lat = now.saturating_sub(t).max(1);
+                        let _ = s.latency.record((lat / 1000).clamp(1, 120_000_000));
+                    }
                 }
                 shared.last_recv_ns.fetch_max(now, Ordering::Relaxed);
             }
@@ -650,25 +897,34 @@ async fn publisher(
             shared.stop.store(true, Ordering::Relaxed);
             return Ok(());
         }
+        // At a fixed rate, latency counts from the scheduled send time.
+        let mut scheduled = None;
         if rate > 0.0 {
             let due = pub_start + Duration::from_secs_f64(k as f64 / rate);
             if due >= deadline {
                 return Ok(());
             }
             tokio::time::sleep_until(due.into()).await;
+            scheduled = Some(due.saturating_duration_since(shared.start).as_nanos() as u64);
         }
         let c = (k as usize) % args.characters;
         let t = (k as usize / args.characters) % args.topics.max(1);
         let sent = shared.now_ns();
+        let t_param = scheduled.unwrap_or(sent).min(sent);
         shared.first_pub_ns.fetch_min(sent, Ordering::Relaxed);
         let mut body = json!({
             "topic": topic_name(&args, t),
             "name": "smile",
-            "params": {"t": sent, "k": k, "intensity": 0.8},
+            "params": {"t": t_param, "k": k, "intensity": 0.8},
         });
         if args.ids {
             // Unique across phases too (each phase counts k from 0).
             body["id"] = json!(format!("{}-{k}-{sent}", args.prefix));
+        }
+        // Filled up to --payload bytes (`,"pad":""` is 9 bytes).
+        let bare = body.to_string().len() + 9;
+        if args.payload > bare {
+            body["params"]["pad"] = json!("x".repeat(args.payload - bare));
         }
         let body = body.to_string();
         let req = format!(
@@ -676,7 +932,7 @@ async fn publisher(
             char_name(&args, c),
             body.len()
         );
-        let answer = async {
+        let answer = tokio::time::timeout(PUBLISH_TIMEOUT, async {
             stream.write_all(req.as_bytes()).await?;
             let head = rb
                 .read_head(&mut stream)
@@ -695,14 +951,16 @@ async fn publisher(
                 .as_u64()
                 .ok_or_else(|| anyhow!("publish answer without seqs: {v}"))?;
             Ok::<_, anyhow::Error>((seq, v["delivered"].as_u64().unwrap_or(0)))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("no publish answer within {PUBLISH_TIMEOUT:?}")));
         match answer {
             Ok((seq, delivered)) => {
                 shared
                     .server_delivered
                     .fetch_add(delivered, Ordering::Relaxed);
                 let took = shared.now_ns().saturating_sub(sent).max(1);
+                shared.answer_ns.fetch_add(took, Ordering::Relaxed);
                 if let Ok(mut h) = shared.pub_latency.lock() {
                     let _ = h.record((took / 1000).clamp(1, 120_000_000));
                 }
@@ -725,4 +983,254 @@ async fn publisher(
             }
         }
     }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A subscriber that reads its welcome and then nothing more, with a 4 KiB
+/// receive buffer so the server's side fills up soon.
+async fn open_slow(host: &str, url: &str) -> Result<Ws> {
+    let addr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow!("no address for {host}"))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(4096)?;
+    let stream = socket.connect(addr).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .with_context(|| format!("connecting slow subscriber {url}"))?;
+    let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .map_err(|_| anyhow!("slow subscriber: no welcome within 20 s"))?
+        .ok_or_else(|| anyhow!("slow subscriber closed before welcome"))??;
+    let text = first.into_text()?;
+    let frame: Frame = serde_json::from_str(text.as_str())?;
+    if frame.kind != "welcome" {
+        bail!(
+            "slow subscriber: first frame is {:?}, not welcome",
+            frame.kind
+        );
+    }
+    Ok(ws)
+}
+
+/// Reads what the slow subscribers were sent, for at most 3 s: the frames
+/// read, and whether the server had closed any of them.
+async fn drain_slow(slow: &mut [Ws]) -> (u64, bool) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    let (mut frames, mut closed) = (0u64, false);
+    for ws in slow.iter_mut() {
+        loop {
+            match tokio::time::timeout_at(end, ws.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Some(Ok(_))) => frames += 1,
+                Err(_) => break,
+            }
+        }
+    }
+    (frames, closed)
+}
+
+/// One publish over a keep-alive connection: (seq of the first command, delivered).
+async fn publish_one(
+    stream: &mut TcpStream,
+    rb: &mut ReadBuf,
+    host: &str,
+    character: &str,
+    body: &str,
+) -> Result<(u64, u64)> {
+    let req = format!(
+        "POST /v1/characters/{character}/commands HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let head = rb
+        .read_head(stream)
+        .await?
+        .ok_or_else(|| anyhow!("server closed the publish connection"))?;
+    let answer = rb.read_body(stream, &head).await?;
+    let status = head.first.get(1).cloned().unwrap_or_default();
+    if status != "200" {
+        bail!(
+            "publish answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer)?;
+    let seq = v["seqs"][0]
+        .as_u64()
+        .ok_or_else(|| anyhow!("publish answer without seqs: {v}"))?;
+    Ok((seq, v["delivered"].as_u64().unwrap_or(0)))
+}
+
+/// Commands published before the reconnect mode, and how many of them each
+/// resume asks for again.
+const RESUME_PUBLISHED: u64 = 20;
+const RESUME_BACK: u64 = 10;
+
+/// `--reconnect SECS`: subscribe-with-`since` connections per second.
+async fn reconnect_mode(args: &Args, host: &str, port: u16, secs: f64) -> Result<()> {
+    let character = char_name(args, 0);
+    let mut stream = TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    let mut rb = ReadBuf::new();
+    let mut last = 0;
+    for k in 0..RESUME_PUBLISHED {
+        let body = json!({"topic": "main", "name": "smile", "params": {"k": k}}).to_string();
+        last = publish_one(&mut stream, &mut rb, host, &character, &body)
+            .await?
+            .0;
+    }
+    drop(stream);
+    let since = last.saturating_sub(RESUME_BACK);
+    let url = format!("ws://{host}/v1/characters/{character}/subscribe?topics=main&since={since}");
+    let roles_before = args.cpu_pid.map(|pid| tree_roles(pid, port)).transpose()?;
+    let self_before = self_cpu_seconds()?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let connects = Arc::new(AtomicU64::new(0));
+    let connect_errors = Arc::new(AtomicU64::new(0));
+    let resume_errors = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Mutex::new(hist()?));
+    let mut clients = Vec::new();
+    for _ in 0..args.reconnect_parallel.max(1) {
+        let (url, resume) = (url.clone(), args.resume);
+        let (connects, connect_errors, resume_errors, latency) = (
+            connects.clone(),
+            connect_errors.clone(),
+            resume_errors.clone(),
+            latency.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let once = async {
+                    let (mut ws, _) = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        tokio_tungstenite::connect_async(url.as_str()),
+                    )
+                    .await
+                    .map_err(|_| anyhow!("no upgrade within 20 s"))??;
+                    let mut seqs = Vec::new();
+                    let mut welcomed = false;
+                    loop {
+                        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+                            .await
+                            .map_err(|_| anyhow!("no frame within 20 s"))?
+                            .ok_or_else(|| anyhow!("closed during the resume"))??;
+                        let Message::Text(text) = msg else { continue };
+                        let frame: Frame = serde_json::from_str(text.as_str())?;
+                        match frame.kind {
+                            "welcome" => {
+                                welcomed = true;
+                                if !resume {
+                                    break;
+                                }
+                            }
+                            "command" if welcomed => seqs.push(frame.seq.unwrap_or(0)),
+                            "recovered" if welcomed => break,
+                            other => bail!("unexpected {other:?} frame"),
+                        }
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
+                    Ok::<_, anyhow::Error>(seqs)
+                }
+                .await;
+                match once {
+                    Ok(seqs) => {
+                        let want: Vec<u64> = (since + 1..=last).collect();
+                        if resume && seqs != want {
+                            resume_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        connects.fetch_add(1, Ordering::Relaxed);
+                        let us = t0.elapsed().as_micros() as u64;
+                        if let Ok(mut h) = latency.lock() {
+                            let _ = h.record(us.clamp(1, 120_000_000));
+                        }
+                    }
+                    Err(e) => {
+                        if connect_errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("reconnect failed: {e:#}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        let _ = c.await;
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    let n = connects.load(Ordering::Relaxed);
+    let h = latency.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    let self_used = self_cpu_seconds()? - self_before;
+    let mut r = json!({
+        "label": args.label,
+        "scenario": args.scenario,
+        "round": args.round,
+        "phase": format!("reconnect:{secs}"),
+        "mode": "reconnect",
+        "characters": 1,
+        "subs_per_character": args.reconnect_parallel,
+        "subscribers": args.reconnect_parallel,
+        "topics": 1,
+        "publishers": 0,
+        "payload_bytes": 0,
+        "resume": args.resume,
+        "replayed_per_connect": if args.resume { RESUME_BACK } else { 0 },
+        "connects": n,
+        "connects_per_s": n as f64 / wall_s.max(1e-9),
+        "connect_errors": connect_errors.load(Ordering::Relaxed),
+        "resume_errors": resume_errors.load(Ordering::Relaxed),
+        "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
+        "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
+        "loadgen_cpu_s": self_used,
+        "loadgen_cpu_util": self_used / wall_s.max(1e-9),
+    });
+    client_limited(&mut r);
+    if let (Some(pid), Some(before)) = (args.cpu_pid, roles_before) {
+        let after = tree_roles(pid, port)?;
+        record_roles(&mut r, &before, &after, &[0; 3]);
+        let used: f64 = after.iter().map(|s| s.cpu_s).sum::<f64>()
+            - before.iter().map(|s| s.cpu_s).sum::<f64>();
+        r["server_cpu_s"] = json!(used);
+        r["server_cpu_ms_per_connect"] = json!(used * 1000.0 / (n.max(1) as f64));
+    }
+    let mut failures = failures_of(&r);
+    if n == 0 {
+        failures.push("no connection completed".to_string());
+    }
+    eprintln!(
+        "[{} {}] {n} connects ({:.0}/s), p50 {:.2} p99 {:.2} ms, connect errors {}, resume errors {}",
+        args.label,
+        args.scenario,
+        r["connects_per_s"].as_f64().unwrap_or(0.0),
+        r["p50_ms"].as_f64().unwrap_or(0.0),
+        r["p99_ms"].as_f64().unwrap_or(0.0),
+        r["connect_errors"],
+        r["resume_errors"]
+    );
+    r["ok"] = json!(failures.is_empty());
+    r["failures"] = json!(failures.clone());
+    write_lines(args, &[r.to_string()])?;
+    if !failures.is_empty() {
+        eprintln!(
+            "[{} {}] FAILED: {}",
+            args.label,
+            args.scenario,
+            failures.join("; ")
+        );
+        std::process::exit(1);
+    }
+    Ok(())
 }
