@@ -34,17 +34,10 @@ BIN=$ROOT/target/release
 # Each build is served from a copy inside the project (.serve-local/, ignored
 # by git) with a copy of the dev config whose `main` points at it: the local
 # runtime snapshots `main` relative to its config.
-toml_for() { # build_dir side
-  local dir="$ROOT/.serve-local/ab-$$-$2"
-  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$1" "$dir/build"
-  sed -e '/^\[build\]/,/^$/d' -e 's|^main = .*|main = "build/worker/shim.mjs"|' \
-      -e "s|^directory = \"public\"|directory = \"$ROOT/public\"|" wrangler.dev.toml > "$dir/wrangler.toml"
-  echo "$dir/wrangler.toml"
-}
 for side in A B; do
   dir=$a; [ "$side" = B ] && dir=$b
-  SERVER_DIRS+=("$ROOT/.serve-local/ab-$$-$side") # removed with the servers' directories
-  server_start "$side" --runtime local --config "$(toml_for "$dir" "$side")" \
+  SERVER_DIRS+=("$ROOT/.serve-local/build-$$-$side") # removed with the servers' directories
+  server_start "$side" --runtime local --config "$(serve_build_toml "$dir" "$side")" \
     --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
   url_var="${side}_URL"
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' \

@@ -23,9 +23,13 @@
 #   BENCH_SWEEP_SECS (30)   length of each step of the open-loop sweep (0: no sweep)
 #   BENCH_SWEEP_PCTS ("25 50 75 90 110"): sweep steps, % of the measured capacity
 #   BENCH_LOADGEN_CPU (0), BENCH_SERVER_CPUS (1): the taskset split
+#   BENCH_RUNTIME (miniflare): how the workerd-based servers run, all alike:
+#                           miniflare (scripts/serve-miniflare.mjs: Miniflare
+#                           directly, one workerd and no proxy in front, the
+#                           shape of production) or local (serve-local.mjs:
+#                           behind wrangler's proxy, as earlier runs)
 # Ports: free ones. All servers are started, awaited (/healthz) and stopped by
-# the one launcher, scripts/server.mjs, in wrangler's local runtime without the
-# devtools inspector (scripts/serve-local.mjs) for the workerd-based ones.
+# the one launcher, scripts/server.mjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -72,22 +76,24 @@ echo "bench: building the load generator (bench/)"
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
 
-# The servers do not build (scripts/serve-local.mjs): build our Worker first
+RUNTIME=${BENCH_RUNTIME:-miniflare}
+case $RUNTIME in miniflare | local) ;; *) echo "bench: BENCH_RUNTIME is miniflare or local, not $RUNTIME" >&2; exit 2 ;; esac
+# The servers do not build (they serve a snapshot): build our Worker first
 # when benching the working tree.
 if [ "$OURS_CONFIG" = wrangler.dev.toml ]; then bash scripts/build.sh; fi
-echo "bench: starting ours ($OURS_CONFIG; also with BATCH_WINDOW_MS=20), partyserver, durable and native ($CPU_SPLIT)"
+echo "bench: starting ours ($OURS_CONFIG; also with BATCH_WINDOW_MS=20), partyserver, durable ($RUNTIME) and native ($CPU_SPLIT)"
 # Ours without its static assets (the demo page): in the local runtime an
 # assets router Worker then sits in front of the Worker and every request and
 # WebSocket message passes through it; the peers have none. Auth is off
 # explicitly (the config ships with it on).
-server_start ours --runtime local --config "$OURS_CONFIG" \
+server_start ours --runtime "$RUNTIME" --config "$OURS_CONFIG" \
   --state "$WORK/state-ours" --log "$WORK/ours.log" --var AUTH_ENABLED:false -- --assets off
-server_start ours_batch --runtime local --config "$OURS_CONFIG" \
+server_start ours_batch --runtime "$RUNTIME" --config "$OURS_CONFIG" \
   --state "$WORK/state-ours-batch" --log "$WORK/ours-batch.log" \
   --var AUTH_ENABLED:false --var BATCH_WINDOW_MS:20 -- --assets off
-server_start partyserver --runtime local --config bench/peers/partyserver/wrangler.toml \
+server_start partyserver --runtime "$RUNTIME" --config bench/peers/partyserver/wrangler.toml \
   --state "$WORK/state-partyserver" --log "$WORK/partyserver.log"
-server_start durable --runtime local --config bench/peers/durable/wrangler.toml \
+server_start durable --runtime "$RUNTIME" --config bench/peers/durable/wrangler.toml \
   --state "$WORK/state-durable" --log "$WORK/durable.log"
 server_start native --runtime exec --log "$WORK/native.log" \
   -- "$BIN/native-server" --listen "127.0.0.1:{port}"
@@ -201,8 +207,12 @@ done
 
 # Machine, versions and the exact command, for the report.
 {
-  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $ARGS_GIVEN} (BENCH_ROUNDS=$ROUNDS BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS BENCH_EXTRA_SUBS=$EXTRA_SUBS BENCH_SWEEP_SECS=$SWEEP_SECS BENCH_SWEEP_PCTS=\"$SWEEP_PCTS\", ours from $OURS_CONFIG with --assets off)"
+  echo "command:     ${BENCH_COMMAND:-scripts/bench.sh $ARGS_GIVEN} (BENCH_ROUNDS=$ROUNDS BENCH_SUBS=$SUBS BENCH_SECS=$SECS BENCH_RATE=$RATE BENCH_RATE_SECS=$RATE_SECS BENCH_PUBLISHERS=$PUBLISHERS BENCH_EXTRA_SUBS=$EXTRA_SUBS BENCH_SWEEP_SECS=$SWEEP_SECS BENCH_SWEEP_PCTS=\"$SWEEP_PCTS\" BENCH_RUNTIME=$RUNTIME, ours from $OURS_CONFIG with --assets off)"
   echo "cpu split:   $CPU_SPLIT"
+  case $RUNTIME in
+    miniflare) echo "runtime:     Miniflare directly (scripts/serve-miniflare.mjs): one workerd per server, no wrangler proxy" ;;
+    local) echo "runtime:     wrangler's local runtime (scripts/serve-local.mjs): a proxy workerd in front of each server" ;;
+  esac
   echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "cpu:         $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
   echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"

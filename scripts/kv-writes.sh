@@ -31,17 +31,10 @@ BIN=$ROOT/target/release
 # As in scripts/bench-ab.sh: each build is served from a copy inside the
 # project (.serve-local/, ignored by git) with a copy of the dev config whose
 # `main` points at it.
-toml_for() { # build_dir side
-  local dir="$ROOT/.serve-local/kv-$$-$2"
-  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$1" "$dir/build"
-  sed -e '/^\[build\]/,/^$/d' -e 's|^main = .*|main = "build/worker/shim.mjs"|' \
-      -e "s|^directory = \"public\"|directory = \"$ROOT/public\"|" wrangler.dev.toml > "$dir/wrangler.toml"
-  echo "$dir/wrangler.toml"
-}
 for side in before after; do
   dir=$before; [ "$side" = after ] && dir=$after
-  SERVER_DIRS+=("$ROOT/.serve-local/kv-$$-$side")
-  server_start "$side" --runtime local --config "$(toml_for "$dir" "$side")" \
+  SERVER_DIRS+=("$ROOT/.serve-local/build-$$-$side")
+  server_start "$side" --runtime local --config "$(serve_build_toml "$dir" "$side")" \
     --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
 done
 RESULTS=$WORK/results.jsonl

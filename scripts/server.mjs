@@ -10,7 +10,9 @@
 // Runtimes:
 //   dev    `wrangler dev` (rebuilds through the config's [build]; tests use it)
 //   local  scripts/serve-local.mjs: the same local runtime without the devtools
-//          inspector, serving a snapshot of build/ (soak, bench)
+//          inspector, serving a snapshot of build/ (soak)
+//   miniflare  scripts/serve-miniflare.mjs: Miniflare directly, one workerd
+//          and no wrangler proxy in front, serving a snapshot (bench)
 //   exec   any other command; `{port}` in its arguments becomes the port (the
 //          bench's native peer)
 //
@@ -24,7 +26,7 @@
 // exits (or dies of SIGINT, SIGTERM, SIGHUP) are killed with it.
 //
 // Command line (bash callers use it through scripts/server.sh):
-//   node scripts/server.mjs start [--runtime dev|local|exec] [--name NAME]
+//   node scripts/server.mjs start [--runtime dev|local|miniflare|exec] [--name NAME]
 //       [--config TOML] [--state DIR] [--log FILE] [--var NAME:VALUE]...
 //       [--secret NAME:VALUE]...
 //       [--port N] [--inspector] [--log-level LEVEL] [--timeout SECONDS]
@@ -153,20 +155,25 @@ function commandOf(o, port, inspectorPort) {
         "--persist-to", o.state, "--log-level", o.logLevel, "--env-file", o.envFile,
         ...(inspectorPort ? ["--inspector-port", String(inspectorPort)] : []), ...vars, ...o.args,
       ]];
+    case "miniflare":
+      return [process.execPath, [
+        join(ROOT, "scripts/serve-miniflare.mjs"), "--config", o.config, "--port", String(port),
+        "--persist-to", o.state, "--log-level", o.logLevel, "--env-file", o.envFile, ...vars, ...o.args,
+      ]];
     case "exec": {
       if (o.args.length === 0) throw new Error("server: exec needs a command");
       const [cmd, ...rest] = o.args.map((a) => a.replaceAll("{port}", String(port)));
       return [cmd, rest];
     }
     default:
-      throw new Error(`server: unknown runtime ${o.runtime} (dev, local or exec)`);
+      throw new Error(`server: unknown runtime ${o.runtime} (dev, local, miniflare or exec)`);
   }
 }
 
 /**
  * Starts a server and resolves once GET /healthz answers 200.
  *
- * Options: runtime ("dev" | "local" | "exec", default "dev"); name (for
+ * Options: runtime ("dev" | "local" | "miniflare" | "exec", default "dev"); name (for
  * messages and the temporary directory); config (default wrangler.dev.toml,
  * relative to the current directory); state (persisted state directory;
  * default a throwaway one); logFile (default server.log in the throwaway
@@ -273,7 +280,7 @@ async function stop(server, { signal = "SIGTERM", graceMs, keep = false } = {}) 
 
 function usage(message) {
   if (message) console.error(`server: ${message}`);
-  console.error(`usage: node scripts/server.mjs start [--runtime dev|local|exec] [--name NAME] [--config TOML]
+  console.error(`usage: node scripts/server.mjs start [--runtime dev|local|miniflare|exec] [--name NAME] [--config TOML]
            [--state DIR] [--log FILE] [--var NAME:VALUE]... [--secret NAME:VALUE]... [--port N] [--inspector]
            [--log-level LEVEL] [--timeout SECONDS] [-- EXTRA...]
        node scripts/server.mjs stop [--kill] [--grace SECONDS] PID...`);

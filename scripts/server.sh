@@ -43,3 +43,18 @@ servers_stop() {
   SERVER_PIDS=() SERVER_LOGS=() SERVER_DIRS=()
   return "$status"
 }
+
+# serve_build_toml BUILD_DIR TAG: a copy of BUILD_DIR (a copy of build/) inside
+# the project (.serve-local/, ignored by git) and a copy of the dev config
+# without [build] whose `main` points at it, for serving that build with
+# `server_start --runtime local`: the local runtime snapshots `main` relative
+# to its config. Prints the config's path; callers add that directory to SERVER_DIRS.
+serve_build_toml() {
+  local root dir
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  dir="$root/.serve-local/build-$$-$2"
+  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$1" "$dir/build"
+  sed -e '/^\[build\]/,/^$/d' -e 's|^main = .*|main = "build/worker/shim.mjs"|' \
+      -e "s|^directory = \"public\"|directory = \"$root/public\"|" "$root/wrangler.dev.toml" > "$dir/wrangler.toml"
+  echo "$dir/wrangler.toml"
+}

@@ -78,6 +78,22 @@ struct RowArgs {
     key: Option<String>,
 }
 
+impl RowArgs {
+    /// The row's `INSERT`: one fixed-arity call into the runtime.
+    fn insert(&self, sql: &SqlExec) -> Result<JsValue, JsValue> {
+        sql.exec7(
+            INSERT_COMMAND,
+            self.seq,
+            self.ts,
+            &self.topic,
+            &self.name,
+            &self.params,
+            &self.duration,
+            &self.id,
+        )
+    }
+}
+
 pub struct Store {
     sql: SqlStorage,
     /// The event-log buffer (`log_buffer`).
@@ -241,18 +257,8 @@ impl Store {
         if let ([a], None, None) = (args.as_slice(), fail_at_row, &args[0].key) {
             // One statement is atomic by itself: no transaction (and no JS
             // closure) for the common single command without an id.
-            let sql: &SqlExec = self.sql.as_ref().unchecked_ref();
-            sql.exec7(
-                INSERT_COMMAND,
-                a.seq,
-                a.ts,
-                &a.topic,
-                &a.name,
-                &a.params,
-                &a.duration,
-                &a.id,
-            )
-            .map_err(worker::Error::from)?;
+            a.insert(self.sql.as_ref().unchecked_ref())
+                .map_err(worker::Error::from)?;
             self.prune(last.ts);
             return Ok(());
         }
@@ -260,16 +266,7 @@ impl Store {
         let insert = move || -> Result<JsValue, JsValue> {
             let sql: &SqlExec = sql.unchecked_ref();
             for (i, a) in args.iter().enumerate() {
-                sql.exec7(
-                    INSERT_COMMAND,
-                    a.seq,
-                    a.ts,
-                    &a.topic,
-                    &a.name,
-                    &a.params,
-                    &a.duration,
-                    &a.id,
-                )?;
+                a.insert(sql)?;
                 if fail_at_row == Some(i + 1) {
                     return Err(
                         js_sys::Error::new("TEST_FAIL_STORE_AT_ROW: injected failure").into(),
