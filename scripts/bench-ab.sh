@@ -7,7 +7,8 @@
 # without static assets, as `make bench` serves ours), started by the one
 # launcher; one scenario of BENCHMARKS.md (BENCH_AB_SCENARIO: a, the default,
 # 1 character x BENCH_SUBS subscribers; b, 100 x 10; c, BENCH_SUBS characters x
-# 1; d, 1 x BENCH_SUBS over 10 topics), a saturation phase of BENCH_SECS s with
+# 1; d, 1 x BENCH_SUBS over 10 topics; r, (h)'s reconnect-and-resume loop),
+# a saturation phase of BENCH_SECS s with
 # BENCH_PUBLISHERS publishers, then runs against A and B in turn, A B A B ...,
 # so drift in the machine's load hits both alike. Prints one line per run and
 # the median of each side; raw results go to a JSONL file named at the end.
@@ -24,7 +25,8 @@ case $SCENARIO in
   b) SHAPE=(--characters 100 --subs 10) ;;
   c) SHAPE=(--characters "$SUBS" --subs 1) ;;
   d) SHAPE=(--characters 1 --subs "$SUBS" --topics 10) ;;
-  *) echo "bench-ab: BENCH_AB_SCENARIO is a, b, c or d, not $SCENARIO" >&2; exit 2 ;;
+  r) SHAPE=(--reconnect "$SECS" --resume) ;;
+  *) echo "bench-ab: BENCH_AB_SCENARIO is a, b, c, d or r, not $SCENARIO" >&2; exit 2 ;;
 esac
 WORK=$(mktemp -d /tmp/gateway-bench-ab.XXXXXX)
 source scripts/server.sh
@@ -49,19 +51,21 @@ for i in $(seq 1 "$rounds"); do
     url_var="${side}_URL"; pid_var="${side}_PID"
     timeout 300 "$BIN/loadgen" --url "${!url_var}" --label "$side" --scenario "$SCENARIO" \
       --prefix "ab-$i-$side" --publishers "$PUBLISHERS" --out "$RESULTS" \
-      --cpu-pid "${!pid_var}" "${SHAPE[@]}" --phases "max:$SECS" >/dev/null
+      --cpu-pid "${!pid_var}" "${SHAPE[@]}" $([ "$SCENARIO" = r ] || echo --phases "max:$SECS") >/dev/null
   done
 done
 node - "$RESULTS" <<'JS'
 const rows = require("fs").readFileSync(process.argv[2], "utf8").trim().split("\n").map(JSON.parse)
-  .filter((r) => r.phase && r.phase.startsWith("max"));
+  .filter((r) => r.phase && (r.phase.startsWith("max") || r.phase.startsWith("reconnect")));
 const med = (xs) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 const f = (x, d = 1) => (x === undefined ? "-" : Number(x).toFixed(d));
 for (const r of rows) {
+  if (r.mode === "reconnect") { console.log(`${r.label}: ${f(r.connects_per_s)} connects/s with since, p50 ${f(r.p50_ms)} ms, server CPU ${f(r.server_cpu_ms_per_connect, 3)} ms/connect`); continue; }
   console.log(`${r.label}: ${f(r.commands_per_s)} commands/s, ${f(r.deliveries_per_s, 0)} deliveries/s, p50 ${f(r.p50_ms)} ms, p99 ${f(r.p99_ms)} ms, server CPU ${f(r.server_cpu_ms_per_command, 3)} ms/command, ${f(r.server_cpu_us_per_delivery)} us/delivery, lost ${r.expected - r.delivered}`);
 }
 for (const side of ["A", "B"]) {
   const rs = rows.filter((r) => r.label === side);
+  if (rs[0]?.mode === "reconnect") { console.log(`${side} median of ${rs.length}: ${f(med(rs.map((r) => r.connects_per_s)))} connects/s, ${f(med(rs.map((r) => r.server_cpu_ms_per_connect)), 3)} ms CPU/connect`); continue; }
   console.log(`${side} median of ${rs.length}: ${f(med(rs.map((r) => r.commands_per_s)))} commands/s, ${f(med(rs.map((r) => r.deliveries_per_s)), 0)} deliveries/s, p99 ${f(med(rs.map((r) => r.p99_ms)))} ms, ${f(med(rs.map((r) => r.server_cpu_ms_per_command)), 3)} ms CPU/command, ${f(med(rs.map((r) => r.server_cpu_us_per_delivery)))} us CPU/delivery`);
 }
 JS

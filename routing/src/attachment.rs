@@ -100,6 +100,13 @@ struct IdOnly {
     c: String,
 }
 
+#[derive(Deserialize)]
+struct IdAndTopics {
+    c: String,
+    #[serde(default)]
+    t: Option<serde::de::IgnoredAny>,
+}
+
 /// JSON with every non-ASCII character escaped as `\uXXXX` (UTF-16 units).
 /// Outside strings JSON is ASCII already, so the result is still valid.
 fn ascii_json<T: Serialize>(value: &T) -> Result<String, TooLarge> {
@@ -188,6 +195,15 @@ pub fn decode(
 /// (to find a socket's hub key).
 pub fn client_id(attachment: &str) -> Option<String> {
     serde_json::from_str::<IdOnly>(attachment).ok().map(|r| r.c)
+}
+
+/// The client id of an attachment and whether its topics were spilled (kept
+/// in SQLite under that id): only then is there a row to delete when the
+/// socket ends or its topics fit again. `t` absent or `null` is spilled,
+/// as [`decode`] reads it.
+pub fn spill_of(attachment: &str) -> Option<(String, bool)> {
+    let r: IdAndTopics = serde_json::from_str(attachment).ok()?;
+    Some((r.c, r.t.is_none()))
 }
 
 /// Whether a client with this user can always be encoded: `Ok` means

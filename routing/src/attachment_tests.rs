@@ -50,6 +50,22 @@ fn absent_user_and_expiry_are_left_out() {
 }
 
 #[test]
+fn spill_of_says_whether_a_row_exists() {
+    let small = encode(&info(Some("ann"), &["face"]), None).unwrap();
+    let (id, spilled) = spill_of(&small.attachment).unwrap();
+    assert!(!spilled && small.spilled_topics.is_none() && !id.is_empty());
+    assert_eq!(
+        spill_of(r#"{"c":"ab","t":null}"#),
+        Some(("ab".to_string(), true))
+    );
+    assert_eq!(
+        spill_of(r#"{"c":"ab","t":[]}"#),
+        Some(("ab".to_string(), false))
+    );
+    assert_eq!(spill_of("not json"), None);
+}
+
+#[test]
 fn a_long_topic_list_spills_and_comes_back() {
     let names = long_filters(32);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -59,6 +75,7 @@ fn a_long_topic_list_spills_and_comes_back() {
     assert!(!e.attachment.contains("\"t\""));
     let spilled = e.spilled_topics.clone().unwrap();
     assert!(spilled.starts_with("[\"") && spilled.len() > ATTACHMENT_BUDGET);
+    assert_eq!(spill_of(&e.attachment), Some((i.client_id.clone(), true)));
     let asked = Cell::new(false);
     let got = decode(&e.attachment, |id| {
         asked.set(true);

@@ -32,7 +32,9 @@ pub fn store(
 ) -> Result<(), AppError> {
     match &encoded.spilled_topics {
         Some(topics) => store.spill_topics(client_id, topics)?,
-        None => store.drop_spilled_topics(client_id)?,
+        // A row exists only if the socket's record said so (never for a new socket).
+        None if spilled(ws) => store.drop_spilled_topics(client_id)?,
+        None => {}
     }
     ws.serialize_attachment(&encoded.attachment)?;
     Ok(())
@@ -48,6 +50,13 @@ pub fn save(ws: &WebSocket, info: &ClientInfo, expires_at: Option<u64>, db: &Sto
 
 fn raw(ws: &WebSocket) -> Option<String> {
     ws.deserialize_attachment::<String>().ok().flatten()
+}
+
+/// Whether the socket's current record keeps its topics in SQLite.
+pub fn spilled(ws: &WebSocket) -> bool {
+    raw(ws)
+        .and_then(|r| codec::spill_of(&r))
+        .is_some_and(|(_, spilled)| spilled)
 }
 
 /// The client id a socket was accepted under.

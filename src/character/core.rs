@@ -275,9 +275,12 @@ impl Core {
         };
         // Fails harmlessly on a socket that is already closed.
         let _ = ws.close(Some(code), Some(reason));
-        if let Some(id) = attachment::client_id(&ws) {
-            if let Err(e) = self.store.drop_spilled_topics(&id) {
-                console_error!("dropping spilled topics: {e}");
+        // Only a socket whose topics were spilled has a row to delete.
+        if attachment::spilled(&ws) {
+            if let Some(id) = attachment::client_id(&ws) {
+                if let Err(e) = self.store.drop_spilled_topics(&id) {
+                    console_error!("dropping spilled topics: {e}");
+                }
             }
         }
     }
