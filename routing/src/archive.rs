@@ -43,72 +43,6 @@ pub fn next_page_ready(
     (latest_seq >= to.saturating_add(history_limit)).then_some((from, to))
 }
 
-/// The first wait after a failed archive write; each further failure in a
-/// row doubles it, up to [`ARCHIVE_RETRY_MAX_MS`].
-pub const ARCHIVE_RETRY_MIN_MS: u64 = 1_000;
-/// The longest wait between archive attempts while writes keep failing.
-pub const ARCHIVE_RETRY_MAX_MS: u64 = 60_000;
-
-/// How far behind the archive is: consecutive failed writes and when the
-/// next attempt is due. The shell keeps one per character, arms its alarm at
-/// `retry_at` and starts the archive when it fires; while a retry is
-/// waiting, publishes do not start the archive early.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArchiveLag {
-    /// Failed attempts since the last successful one.
-    pub failures: u32,
-    /// When the next attempt is due (ms since the Unix epoch), while waiting.
-    pub retry_at: Option<u64>,
-}
-
-impl ArchiveLag {
-    /// An attempt failed at `now`: the next one waits 1 s, 2 s, 4 s, … up to
-    /// a minute. Returns when it is due.
-    pub fn failed(&mut self, now: u64) -> u64 {
-        self.failures = self.failures.saturating_add(1);
-        let doublings = self.failures.saturating_sub(1).min(16);
-        let wait = ARCHIVE_RETRY_MIN_MS
-            .saturating_mul(1 << doublings)
-            .min(ARCHIVE_RETRY_MAX_MS);
-        let at = now.saturating_add(wait);
-        self.retry_at = Some(at);
-        at
-    }
-
-    /// An attempt got every ready page out; true when it ends a run of
-    /// failures (worth a log line).
-    pub fn succeeded(&mut self) -> bool {
-        let recovered = self.failures > 0;
-        *self = ArchiveLag::default();
-        recovered
-    }
-
-    /// Whether an attempt may start at `now` (no retry waiting in the future).
-    pub fn may_run(&self, now: u64) -> bool {
-        self.retry_at.is_none_or(|at| at <= now)
-    }
-
-    /// At the alarm: true when the waiting retry is due, which it then
-    /// leaves (so the alarm is not armed again for it).
-    pub fn take_due(&mut self, now: u64) -> bool {
-        match self.retry_at {
-            Some(at) if at <= now => {
-                self.retry_at = None;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Seconds a refused publisher should wait (`Retry-After`): until the
-    /// next attempt, at least one.
-    pub fn retry_after_secs(&self, now: u64) -> u64 {
-        self.retry_at
-            .map_or(1, |at| at.saturating_sub(now).div_ceil(1000))
-            .max(1)
-    }
-}
-
 /// The rows a character's SQLite holds beyond the archive (the newest
 /// `HISTORY_LIMIT` included, which stay there by design).
 pub fn unarchived(archived_through: u64, latest_seq: u64) -> u64 {
@@ -230,43 +164,6 @@ mod tests {
         let rows: Vec<StoredCommand> = (1..=3).map(row).collect();
         assert_eq!(decode_page(&encode_page(&rows)).unwrap(), rows);
         assert!(decode_page("not json").is_none());
-    }
-
-    #[test]
-    fn failed_writes_back_off_exponentially_up_to_a_minute() {
-        let mut lag = ArchiveLag::default();
-        assert!(lag.may_run(0));
-        let waits: Vec<u64> = (0..9).map(|_| lag.failed(1_000) - 1_000).collect();
-        assert_eq!(
-            waits,
-            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
-        );
-        assert_eq!(lag.failures, 9);
-        for _ in 0..100 {
-            lag.failed(0);
-        }
-        assert_eq!(lag.retry_at, Some(ARCHIVE_RETRY_MAX_MS), "no overflow");
-    }
-
-    #[test]
-    fn a_waiting_retry_holds_runs_until_due_then_is_taken_once() {
-        let mut lag = ArchiveLag::default();
-        let at = lag.failed(10_000);
-        assert_eq!(at, 11_000);
-        assert!(!lag.may_run(10_999));
-        assert!(!lag.take_due(10_999));
-        assert_eq!(lag.retry_after_secs(10_001), 1);
-        assert_eq!(lag.retry_after_secs(9_000), 2);
-        assert!(lag.may_run(11_000));
-        assert!(lag.take_due(11_000));
-        assert!(!lag.take_due(11_000), "taken once");
-        assert_eq!(lag.retry_at, None);
-        assert_eq!(lag.failures, 1, "the count stays until a success");
-        assert_eq!(lag.failed(20_000), 22_000, "the next wait doubles");
-        assert!(lag.succeeded(), "a recovery");
-        assert_eq!(lag, ArchiveLag::default());
-        assert!(!lag.succeeded(), "nothing to recover from");
-        assert_eq!(lag.retry_after_secs(0), 1);
     }
 
     #[test]

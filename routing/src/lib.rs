@@ -8,6 +8,7 @@ pub mod animator;
 pub mod archive;
 pub mod attachment;
 pub mod auth;
+pub mod backoff;
 pub mod catalogue;
 pub mod events;
 pub mod hub;

@@ -13,6 +13,7 @@
 //! with KV ([`merge_newest`], which also drops an event seen on both sides of
 //! the flush boundary).
 
+use crate::backoff::Backoff;
 use crate::events::LogEvent;
 
 /// Buffered bytes (serialized events) at which a flush starts at once; also
@@ -35,10 +36,6 @@ pub const DEFAULT_LOG_FLUSH_SECONDS: u64 = 30;
 /// Bounds of `LOG_FLUSH_SECONDS`.
 pub const MIN_LOG_FLUSH_SECONDS: u64 = 1;
 pub const MAX_LOG_FLUSH_SECONDS: u64 = 600;
-/// First wait after a failed flush; doubles per failure in a row up to
-/// [`LOG_RETRY_MAX_MS`].
-pub const LOG_RETRY_MIN_MS: u64 = 1_000;
-pub const LOG_RETRY_MAX_MS: u64 = 60_000;
 /// How long flushed rows stay readable in the object's tail: KV lists are
 /// eventually consistent (a new key may be missing from a listing elsewhere
 /// for up to 60 s), so the tail keeps answering for them meanwhile.
@@ -70,9 +67,8 @@ pub struct LogBuffer {
     interval_ms: u64,
     held: Held,
     flushing: bool,
-    /// Failed flushes since the last one that succeeded.
-    pub failures: u32,
-    retry_at: Option<u64>,
+    /// Failed flushes since the last one that succeeded, and the retry.
+    pub retry: Backoff,
 }
 
 /// What the shell must do after appending a row.
@@ -90,8 +86,7 @@ impl LogBuffer {
             interval_ms: interval_ms.max(1),
             held,
             flushing: false,
-            failures: 0,
-            retry_at: None,
+            retry: Backoff::default(),
         }
     }
 
@@ -106,7 +101,7 @@ impl LogBuffer {
         self.held.oldest_ts = Some(self.held.oldest_ts.map_or(ts, |t| t.min(ts)));
         let full = self.held.rows > LOG_BUFFER_MAX_ROWS || self.held.bytes > LOG_BUFFER_MAX_BYTES;
         AfterAdd {
-            flush: !self.flushing && self.retry_at.is_none() && self.over_size(),
+            flush: !self.flushing && self.retry.retry_at.is_none() && self.over_size(),
             drop_oldest: if full { LOG_DROP_ROWS } else { 0 },
         }
     }
@@ -129,7 +124,7 @@ impl LogBuffer {
         if self.held.rows == 0 || self.flushing {
             return None;
         }
-        if let Some(at) = self.retry_at {
+        if let Some(at) = self.retry.retry_at {
             return Some(at);
         }
         let oldest = self.held.oldest_ts?;
@@ -153,25 +148,17 @@ impl LogBuffer {
     /// The run wrote everything it took; `held` is what arrived meanwhile.
     pub fn succeeded(&mut self, held: Held) {
         self.flushing = false;
-        self.failures = 0;
-        self.retry_at = None;
+        self.retry.succeeded();
         self.held = held;
     }
 
     /// The run failed at `now` (some batches may have been written; `held`
-    /// is what is left). The next attempt waits 1 s, 2 s, 4 s, … up to a
-    /// minute; returns when it is due.
+    /// is what is left). The next attempt waits as [`Backoff::failed`] says;
+    /// returns when it is due.
     pub fn failed(&mut self, now: u64, held: Held) -> u64 {
         self.flushing = false;
         self.held = held;
-        self.failures = self.failures.saturating_add(1);
-        let doublings = self.failures.saturating_sub(1).min(16);
-        let wait = LOG_RETRY_MIN_MS
-            .saturating_mul(1 << doublings)
-            .min(LOG_RETRY_MAX_MS);
-        let at = now.saturating_add(wait);
-        self.retry_at = Some(at);
-        at
+        self.retry.failed(now)
     }
 }
 

@@ -3,6 +3,7 @@
 //! with KV across the flush boundary.
 
 use super::*;
+use crate::backoff::RETRY_MAX_MS;
 use proptest::prelude::*;
 
 const MIN: u64 = 60_000;
@@ -82,12 +83,12 @@ fn a_failed_flush_keeps_the_rows_and_backs_off() {
         b.begin();
         b.failed(0, held(10, 1_000, 0));
     }
-    assert_eq!(b.flush_at(), Some(LOG_RETRY_MAX_MS), "capped at a minute");
+    assert_eq!(b.flush_at(), Some(RETRY_MAX_MS), "capped at a minute");
     // While a retry waits, the size trigger waits too.
     assert!(!b.added(1, LOG_FLUSH_BYTES).flush);
     b.begin();
     b.succeeded(Held::default());
-    assert_eq!(b.failures, 0);
+    assert_eq!(b.retry.failures, 0);
     assert_eq!(b.flush_at(), None);
 }
 

@@ -9,7 +9,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use routing::archive::{backlog_full, backlog_limit, next_page_ready, ArchiveLag};
+use routing::archive::{backlog_full, backlog_limit, next_page_ready};
+use routing::backoff::Backoff;
 use routing::events::LogEvent;
 use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Reply};
 use routing::logbuf::{Held, LogBuffer};
@@ -51,7 +52,7 @@ pub struct Core {
     pub archived_through: u64,
     pub page_size: u64,
     /// Failed archive attempts and the retry the alarm waits for.
-    pub archive: ArchiveLag,
+    pub archive: Backoff,
     /// Unarchived rows at which publishes are refused.
     pub backlog_limit: u64,
     /// The object's storage, for arming the alarm from deferred tasks too.
@@ -86,7 +87,7 @@ impl Core {
             logbuf: LogBuffer::new(config.log_flush_ms, Held::default()),
             archived_through,
             page_size,
-            archive: ArchiveLag::default(),
+            archive: Backoff::default(),
             backlog_limit,
             storage: Rc::new(storage),
             tasks: Scheduler::default(),

@@ -2,7 +2,7 @@
 //! (asked for by `routing::logbuf` when the buffer is large or old enough),
 //! subscriber reports to the registry and moving full history pages to the
 //! KV archive. A failed archive attempt is retried with exponential backoff
-//! (`routing::archive::ArchiveLag`) from the object's alarm, and logged.
+//! (`routing::backoff::Backoff`) from the object's alarm, and logged.
 //! Each kind is coalesced by `routing::tasks::Scheduler`: at most
 //! one run at a time, and one more run when it was asked for meanwhile.
 
