@@ -139,11 +139,10 @@ fn check(
 async fn principal(
     req: &Incoming,
     env: &Env,
+    settings: &Auth,
     token: Option<&str>,
 ) -> std::result::Result<Principal, AppError> {
-    let p = Auth::cached(env)
-        .map_err(AppError::internal)?
-        .principal(&req.headers(), token)?;
+    let p = settings.principal(&req.headers(), token)?;
     // A user whose rights were withdrawn (admin revocations) is refused.
     if let Principal::Token(claims) = &p {
         crate::revoke::check_user(env, &claims.sub, now_ms()).await?;
@@ -155,10 +154,11 @@ async fn principal(
 async fn authorized(
     req: &Incoming,
     env: &Env,
+    settings: &Auth,
     action: Action,
     character: Option<&CharacterId>,
 ) -> std::result::Result<Principal, AppError> {
-    let p = principal(req, env, None).await?;
+    let p = principal(req, env, settings, None).await?;
     check(&p, action, character)?;
     Ok(p)
 }
@@ -177,7 +177,7 @@ async fn dispatch(
         Ok(route) => route,
         Err(e) => {
             if e.admin {
-                principal(&req, env, None).await?;
+                principal(&req, env, settings, None).await?;
             }
             return Err(e.into());
         }
@@ -196,38 +196,38 @@ async fn dispatch(
             // A browser page from another site is refused before anything else.
             websocket_origin(settings.socket_origins.as_ref(), origin)?;
             let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
-            let p = principal(&req, env, token.as_ref().map(|(_, v)| v.as_str())).await?;
+            let p = principal(&req, env, settings, token.as_ref().map(|(_, v)| v.as_str())).await?;
             check(&p, Action::Subscribe, Some(&character))?;
             subscribe(req, env, &character, &p).await
         }
         Route::Publish(character) => {
-            let p = authorized(&req, env, Action::Publish, Some(&character)).await?;
+            let p = authorized(&req, env, settings, Action::Publish, Some(&character)).await?;
             guard::publish_allowed(env, &p).await?;
             publish(req, env, &character).await
         }
         Route::Say(character) => {
-            let p = authorized(&req, env, Action::Publish, Some(&character)).await?;
+            let p = authorized(&req, env, settings, Action::Publish, Some(&character)).await?;
             guard::publish_allowed(env, &p).await?;
             say(req, env, &character).await
         }
         Route::History(character) => {
-            authorized(&req, env, Action::History, Some(&character)).await?;
+            authorized(&req, env, settings, Action::History, Some(&character)).await?;
             history(&req, env, &character).await
         }
         Route::Broadcast => {
             // The role first, before any of the body is read; the rights on
             // each character need the body's list.
-            let p = authorized(&req, env, Action::Publish, None).await?;
+            let p = authorized(&req, env, settings, Action::Publish, None).await?;
             guard::publish_allowed(env, &p).await?;
             broadcast(req, env, &p).await
         }
         Route::AdminSubscriptions => {
-            authorized(&req, env, Action::Admin, None).await?;
+            authorized(&req, env, settings, Action::Admin, None).await?;
             let forwarded = get_from_object(object_path::LIST, &req, Method::Get, None)?;
             Ok(registry::stub(env)?.fetch_with_request(forwarded).await?)
         }
         Route::AdminCharacterSubscriptions(character) => {
-            authorized(&req, env, Action::Admin, Some(&character)).await?;
+            authorized(&req, env, settings, Action::Admin, Some(&character)).await?;
             let forwarded = get_from_object(
                 object_path::SUBSCRIPTIONS,
                 &req,
@@ -240,18 +240,18 @@ async fn dispatch(
             character,
             client_id,
         } => {
-            authorized(&req, env, Action::Admin, Some(&character)).await?;
+            authorized(&req, env, settings, Action::Admin, Some(&character)).await?;
             let path = format!("{}{}", object_path::KICK_PREFIX, client_id?.as_str());
             let forwarded = get_from_object(&path, &req, Method::Delete, Some(&character))?;
             Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
         }
         Route::AdminRevoke => {
-            authorized(&req, env, Action::Admin, None).await?;
+            authorized(&req, env, settings, Action::Admin, None).await?;
             let body = read_body(&req).await?;
             crate::revoke::revoke(env, &body, now_ms()).await
         }
         Route::AdminLogs => {
-            let p = principal(&req, env, None).await?;
+            let p = principal(&req, env, settings, None).await?;
             let query = parse_logs_query(&req.query_pairs())?;
             check(&p, Action::Admin, query.character.as_ref())?;
             let events = crate::logs::read(env, &req, &query).await?;
