@@ -198,17 +198,8 @@ pub async fn post_to_object(
     body: wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
     let js = |e: wasm_bindgen::JsValue| AppError::internal(js_message(&e));
-    let headers = web_sys::Headers::new().map_err(js)?;
-    headers
-        .set("content-type", "application/json")
-        .map_err(js)?;
-    headers.set(H_CHARACTER, character.as_str()).map_err(js)?;
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&body);
     let url = format!("https://character{path}");
-    let req = web_sys::Request::new_with_str_and_init(&url, &init).map_err(js)?;
+    let req = json_post(&url, &body, Some(character)).map_err(js)?;
     let stub = characters(env)?
         .get_by_name(character.as_str())
         .map_err(js)?;
@@ -220,22 +211,31 @@ pub async fn post_to_object(
 }
 
 /// A JSON POST to an object's internal `url`, naming `character` for a
-/// character object.
+/// character object, built from the runtime's own types.
+fn json_post(
+    url: &str,
+    body: &wasm_bindgen::JsValue,
+    character: Option<&CharacterId>,
+) -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("content-type", "application/json")?;
+    if let Some(c) = character {
+        headers.set(H_CHARACTER, c.as_str())?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(body);
+    web_sys::Request::new_with_str_and_init(url, &init)
+}
+
+/// [`json_post`] as a `worker::Request`, for a worker-rs stub (the registry).
 pub fn post_request(
     url: &str,
     body: wasm_bindgen::JsValue,
     character: Option<&CharacterId>,
 ) -> worker::Result<Request> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    if let Some(c) = character {
-        headers.set(H_CHARACTER, c.as_str())?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body));
-    Request::new_with_init(url, &init)
+    Ok(json_post(url, &body, character)?.into())
 }
 
 pub fn bytes_value(body: &[u8]) -> wasm_bindgen::JsValue {
