@@ -33,13 +33,9 @@ source scripts/server.sh
 trap servers_stop EXIT
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
-# Each build is served from a copy inside the project (.serve-local/, ignored
-# by git) with a copy of the dev config whose `main` points at it: the local
-# runtime snapshots `main` relative to its config.
 for side in A B; do
   dir=$a; [ "$side" = B ] && dir=$b
-  SERVER_DIRS+=("$ROOT/.serve-local/build-$$-$side") # removed with the servers' directories
-  server_start "$side" --runtime local --config "$(serve_build_toml "$dir" "$side")" \
+  server_start_build "$side" "$dir" --runtime local \
     --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
   url_var="${side}_URL"
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' \

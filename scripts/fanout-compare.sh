@@ -10,16 +10,8 @@ cd "$(dirname "$0")/.."
 a=$(realpath "$1"); b=$(realpath "$2"); runs=${3:-3}
 source scripts/server.sh
 trap servers_stop EXIT
-toml_for() { # a copy of the dev config without [build], serving the given build
-  local out; out=$(mktemp --suffix=.toml)
-  sed -e '/^\[build\]/,/^$/d' -e "s|^main = .*|main = \"$1/worker/shim.mjs\"|" \
-      -e "s|^directory = \"public\"|directory = \"$PWD/public\"|" wrangler.dev.toml > "$out"
-  echo "$out"
-}
-toml_a=$(toml_for "$a"); toml_b=$(toml_for "$b")
-SERVER_DIRS+=("$toml_a" "$toml_b") # removed with the servers' directories
-server_start A --config "$toml_a" --var AUTH_ENABLED:false
-server_start B --config "$toml_b" --var AUTH_ENABLED:false
+server_start_build A "$a" --var AUTH_ENABLED:false
+server_start_build B "$b" --var AUTH_ENABLED:false
 for i in $(seq 1 "$runs"); do
   for side in A B; do
     url_var="${side}_URL"

@@ -28,13 +28,9 @@ source scripts/server.sh
 trap servers_stop EXIT
 cargo build -q -p bench --release
 BIN=$ROOT/target/release
-# As in scripts/bench-ab.sh: each build is served from a copy inside the
-# project (.serve-local/, ignored by git) with a copy of the dev config whose
-# `main` points at it.
 for side in before after; do
   dir=$before; [ "$side" = after ] && dir=$after
-  SERVER_DIRS+=("$ROOT/.serve-local/build-$$-$side")
-  server_start "$side" --runtime local --config "$(serve_build_toml "$dir" "$side")" \
+  server_start_build "$side" "$dir" --runtime local \
     --state "$WORK/state-$side" --log "$WORK/$side.log" --var AUTH_ENABLED:false -- --assets off
 done
 RESULTS=$WORK/results.jsonl

@@ -36,40 +36,12 @@
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { unstable_startWorker } from "wrangler";
+import { parseServeArgs } from "./serve-args.mjs";
 
-const args = process.argv.slice(2);
-const opts = { ip: "127.0.0.1", vars: {}, assets: true, logLevel: "warn" };
-for (let i = 0; i < args.length; i += 2) {
-  const [flag, value] = [args[i], args[i + 1]];
-  if (value === undefined) throw new Error(`serve-local: ${flag} needs a value`);
-  switch (flag) {
-    case "--config": opts.config = value; break;
-    case "--port": opts.port = Number(value); break;
-    case "--persist-to": opts.persist = value; break;
-    case "--ip": opts.ip = value; break;
-    case "--inspector-port": opts.inspectorPort = Number(value); break;
-    case "--log-level": opts.logLevel = value; break;
-    case "--env-file": opts.envFile = resolve(value); break;
-    case "--assets":
-      if (value !== "on" && value !== "off") throw new Error(`serve-local: --assets wants on or off, got ${value}`);
-      opts.assets = value === "on";
-      break;
-    case "--var": {
-      const at = value.indexOf(":");
-      if (at < 1) throw new Error(`serve-local: --var wants NAME:VALUE, got ${value}`);
-      opts.vars[value.slice(0, at)] = value.slice(at + 1);
-      break;
-    }
-    default: throw new Error(`serve-local: unknown argument ${flag}`);
-  }
-}
-if (!opts.config || !Number.isInteger(opts.port) || !opts.persist) {
-  console.error("usage: serve-local.mjs --config TOML --port N --persist-to DIR [--ip IP] [--var NAME:VALUE ...]");
-  process.exit(2);
-}
+const opts = parseServeArgs(process.argv.slice(2), "serve-local", "serve-local.mjs --config TOML --port N --persist-to DIR [--ip IP] [--var NAME:VALUE ...]");
 
 // The snapshot: the top directory (or file) of `main`, and the assets directory.
-const configPath = resolve(opts.config);
+const configPath = opts.config;
 const configDir = dirname(configPath);
 const toml = readFileSync(configPath, "utf8");
 const main = toml.match(/^main\s*=\s*"([^"]+)"/m)?.[1];

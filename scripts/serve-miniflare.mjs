@@ -26,37 +26,9 @@ import { dirname, join, resolve } from "node:path";
 import { build } from "esbuild";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import { parseServeArgs } from "./serve-args.mjs";
 
-const args = process.argv.slice(2);
-const opts = { ip: "127.0.0.1", vars: {}, assets: true, logLevel: "warn" };
-for (let i = 0; i < args.length; i += 2) {
-  const [flag, value] = [args[i], args[i + 1]];
-  if (value === undefined) throw new Error(`serve-miniflare: ${flag} needs a value`);
-  switch (flag) {
-    case "--config": opts.config = resolve(value); break;
-    case "--port": opts.port = Number(value); break;
-    case "--persist-to": opts.persist = resolve(value); break;
-    case "--ip": opts.ip = value; break;
-    case "--log-level": opts.logLevel = value; break;
-    case "--env-file": opts.envFile = resolve(value); break;
-    case "--inspector-port": break; // not offered; accepted for the launcher's sake
-    case "--assets":
-      if (value !== "on" && value !== "off") throw new Error(`serve-miniflare: --assets wants on or off, got ${value}`);
-      opts.assets = value === "on";
-      break;
-    case "--var": {
-      const at = value.indexOf(":");
-      if (at < 1) throw new Error(`serve-miniflare: --var wants NAME:VALUE, got ${value}`);
-      opts.vars[value.slice(0, at)] = value.slice(at + 1);
-      break;
-    }
-    default: throw new Error(`serve-miniflare: unknown argument ${flag}`);
-  }
-}
-if (!opts.config || !Number.isInteger(opts.port) || !opts.persist) {
-  console.error("usage: serve-miniflare.mjs --config TOML --port N --persist-to DIR [--ip IP] [--var NAME:VALUE ...] [--env-file FILE] [--assets on|off]");
-  process.exit(2);
-}
+const opts = parseServeArgs(process.argv.slice(2), "serve-miniflare", "serve-miniflare.mjs --config TOML --port N --persist-to DIR [--ip IP] [--var NAME:VALUE ...] [--env-file FILE] [--assets on|off]");
 
 const configDir = dirname(opts.config);
 mkdirSync(join(configDir, ".serve-local"), { recursive: true });

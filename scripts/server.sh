@@ -44,17 +44,20 @@ servers_stop() {
   return "$status"
 }
 
-# serve_build_toml BUILD_DIR TAG: a copy of BUILD_DIR (a copy of build/) inside
-# the project (.serve-local/, ignored by git) and a copy of the dev config
-# without [build] whose `main` points at it, for serving that build with
-# `server_start --runtime local`: the local runtime snapshots `main` relative
-# to its config. Prints the config's path; callers add that directory to SERVER_DIRS.
-serve_build_toml() {
-  local root dir
+# server_start_build NAME BUILD_DIR [server_start options...] [-- EXTRA...]
+# server_start NAME serving a copy of BUILD_DIR (a copy of build/), for
+# comparing builds side by side: the copy and a copy of the dev config
+# without [build] whose `main` points at it go to .serve-local/ (ignored by
+# git; the local runtimes snapshot `main` relative to their config) and are
+# removed with the servers.
+server_start_build() {
+  local name=$1 build=$2 root dir
+  shift 2
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  dir="$root/.serve-local/build-$$-$2"
-  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$1" "$dir/build"
+  dir="$root/.serve-local/build-$$-$name"
+  rm -rf "$dir"; mkdir -p "$dir"; cp -a "$build" "$dir/build"
+  SERVER_DIRS+=("$dir")
   sed -e '/^\[build\]/,/^$/d' -e 's|^main = .*|main = "build/worker/shim.mjs"|' \
       -e "s|^directory = \"public\"|directory = \"$root/public\"|" "$root/wrangler.dev.toml" > "$dir/wrangler.toml"
-  echo "$dir/wrangler.toml"
+  server_start "$name" --config "$dir/wrangler.toml" "$@"
 }
