@@ -197,16 +197,54 @@ pub async fn post_to_object(
     path: &str,
     body: wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
-    let js = |e: wasm_bindgen::JsValue| AppError::internal(js_message(&e));
     let url = format!("https://character{path}");
-    let req = json_post(&url, &body, Some(character)).map_err(js)?;
+    let req = json_post(&url, &body, Some(character)).map_err(js_error)?;
+    fetch_object(env, character, &req).await
+}
+
+/// Forwards a WebSocket upgrade to the character's object: a fresh request
+/// that carries only what the object reads (the upgrade, the character and
+/// the router's `facts`), so nothing a client sent under the internal prefix
+/// can reach it.
+pub async fn upgrade_to_object(
+    env: &Env,
+    character: &CharacterId,
+    url: &str,
+    facts: &[(&str, String)],
+) -> std::result::Result<Response, AppError> {
+    let build = || -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
+        let headers = web_sys::Headers::new()?;
+        headers.set("upgrade", "websocket")?;
+        headers.set(H_CHARACTER, character.as_str())?;
+        for (name, value) in facts {
+            headers.set(name, value)?;
+        }
+        let init = web_sys::RequestInit::new();
+        init.set_method("GET");
+        init.set_headers(&headers);
+        web_sys::Request::new_with_str_and_init(url, &init)
+    };
+    let req = build().map_err(js_error)?;
+    fetch_object(env, character, &req).await
+}
+
+fn js_error(e: wasm_bindgen::JsValue) -> AppError {
+    AppError::internal(js_message(&e))
+}
+
+/// One request to the character's object through the cached namespace.
+async fn fetch_object(
+    env: &Env,
+    character: &CharacterId,
+    req: &web_sys::Request,
+) -> std::result::Result<Response, AppError> {
     let stub = characters(env)?
         .get_by_name(character.as_str())
-        .map_err(js)?;
-    let answer = JsFuture::from(stub.fetch(&req).map_err(js)?)
+        .map_err(js_error)?;
+    let answer = JsFuture::from(stub.fetch(req).map_err(js_error)?)
         .await
-        .map_err(js)?;
-    let resp: web_sys::Response = answer.dyn_into().map_err(js)?;
+        .map_err(js_error)?;
+    let resp: web_sys::Response = answer.dyn_into().map_err(js_error)?;
     Ok(resp.into())
 }
 

@@ -14,7 +14,7 @@ use routing::settings::{cors_headers, preflight_headers, websocket_origin};
 use routing::topic::CharacterId;
 use wasm_bindgen::JsCast;
 use worker::worker_sys::web_sys;
-use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result};
+use worker::{Context, Env, Headers, Method, Response, Result};
 
 use crate::auth::Auth;
 use crate::character::now_ms;
@@ -22,14 +22,12 @@ use crate::config::Config;
 use crate::error::{json_response, AppError};
 use crate::forward::{
     bytes_value, declared_length, get_from_object, object_url, post_to_object, read_body,
-    read_measured, stub, Incoming,
+    read_measured, stub, upgrade_to_object, Incoming,
 };
 use crate::guard;
 use crate::{kv, registry};
 use routing::tally::{route_label, Failure};
-use routing::wire::{
-    path as object_path, PublishAnswer, SubscribeFacts, H_CHARACTER, INTERNAL_PREFIX,
-};
+use routing::wire::{path as object_path, PublishAnswer, SubscribeFacts};
 
 type Handled = std::result::Result<Response, AppError>;
 
@@ -276,13 +274,6 @@ async fn subscribe(
             "subscribe needs a WebSocket upgrade (Upgrade: websocket)",
         ));
     }
-    let headers = Headers::new();
-    for (k, v) in req.headers().entries() {
-        if !k.starts_with(INTERNAL_PREFIX) {
-            headers.set(&k, &v)?;
-        }
-    }
-    headers.set(H_CHARACTER, character.as_str())?;
     let facts = SubscribeFacts {
         user: match principal {
             Principal::Token(claims) => Some(claims.sub.clone()),
@@ -291,13 +282,8 @@ async fn subscribe(
         can_publish: can_publish(principal, character),
         expires_ms: token_expiry(principal).map(|exp| exp.saturating_mul(1000)),
     };
-    for (name, value) in facts.headers() {
-        headers.set(name, &value)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let forwarded = Request::new_with_init(&object_url(object_path::SUBSCRIBE, &req), &init)?;
-    Ok(stub(env, character)?.fetch_with_request(forwarded).await?)
+    let url = object_url(object_path::SUBSCRIBE, &req);
+    upgrade_to_object(env, character, &url, &facts.headers()).await
 }
 
 /// The body goes to the object as the runtime's stream, without a copy into

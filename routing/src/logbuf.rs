@@ -9,6 +9,16 @@
 //! ([`LOG_BUFFER_MAX_ROWS`], [`LOG_BUFFER_MAX_BYTES`]): the oldest
 //! [`LOG_DROP_ROWS`] rows are dropped and a `log_dropped` event counts them.
 //!
+//! Events of a turn that writes nothing else to SQLite (a connect, a
+//! disconnect, a kick) are first staged in memory, for at most
+//! [`LOG_STAGE_MS`] or [`LOG_STAGE_MAX_EVENTS`] events, and then written to
+//! SQLite together in one turn: a write turn's commit costs more than the
+//! rest of a reconnect (measured in BENCHMARKS.md). A turn that writes
+//! anyway (a publish stores its command) writes the staged events with its
+//! own. A pending timer keeps a Durable Object from hibernating, so staged
+//! events are lost only when the object is shut down (a deploy, a runtime
+//! restart, a crash) within [`LOG_STAGE_MS`] of them.
+//!
 //! Reads: `GET /v1/admin/logs?character=` merges the object's buffered tail
 //! with KV ([`merge_newest`], which also drops an event seen on both sides of
 //! the flush boundary).
@@ -33,6 +43,19 @@ pub const LOG_DROP_ROWS: u64 = 1_000;
 /// Default of `LOG_FLUSH_SECONDS`: the longest an event waits in the buffer
 /// while KV writes succeed.
 pub const DEFAULT_LOG_FLUSH_SECONDS: u64 = 30;
+/// The longest an event of a turn that writes nothing else waits in memory
+/// before it is written to SQLite (see the module's paragraph).
+pub const LOG_STAGE_MS: u64 = 1_000;
+/// Staged events written at once when this many wait (bounds the memory
+/// and the loss on a shutdown).
+pub const LOG_STAGE_MAX_EVENTS: usize = 256;
+
+/// Whether staged events are written now rather than when the stage timer
+/// fires: the turn writes to SQLite anyway, or the stage is full.
+pub fn write_staged_now(staged: usize, turn_writes: bool) -> bool {
+    staged > 0 && (turn_writes || staged >= LOG_STAGE_MAX_EVENTS)
+}
+
 /// Bounds of `LOG_FLUSH_SECONDS`.
 pub const MIN_LOG_FLUSH_SECONDS: u64 = 1;
 pub const MAX_LOG_FLUSH_SECONDS: u64 = 600;

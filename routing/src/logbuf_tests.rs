@@ -213,3 +213,24 @@ proptest! {
         prop_assert!(merged.windows(2).all(|w| w[0].ts >= w[1].ts), "newest first");
     }
 }
+
+#[test]
+fn staged_events_wait_unless_the_turn_writes_or_the_stage_is_full() {
+    let cases = [
+        // (staged, turn_writes, write now)
+        (0, false, false),
+        (0, true, false),
+        (1, false, false),
+        (1, true, true),
+        (LOG_STAGE_MAX_EVENTS - 1, false, false),
+        (LOG_STAGE_MAX_EVENTS, false, true),
+        (LOG_STAGE_MAX_EVENTS + 1, false, true),
+    ];
+    for (staged, writes, now) in cases {
+        assert_eq!(
+            write_staged_now(staged, writes),
+            now,
+            "{staged} staged, turn writes: {writes}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use routing::archive::{backlog_full, backlog_limit, next_page_ready};
 use routing::backoff::Backoff;
 use routing::events::LogEvent;
 use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Reply};
-use routing::logbuf::{Held, LogBuffer};
+use routing::logbuf::{write_staged_now, Held, LogBuffer};
 use routing::tasks::Scheduler;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -49,6 +49,12 @@ pub struct Core {
     next_key: ClientKey,
     /// The event-log buffer's policy state (the rows are in SQLite).
     pub logbuf: LogBuffer,
+    /// Serialized events (ts, body) waiting to be written to SQLite with
+    /// the next write (`routing::logbuf`, "staged").
+    staged: Vec<(u64, String)>,
+    /// Whether the current turn stored something (so staged events ride
+    /// along in its commit).
+    turn_writes: bool,
     pub archived_through: u64,
     pub page_size: u64,
     /// Failed archive attempts and the retry the alarm waits for.
@@ -85,6 +91,8 @@ impl Core {
             sockets: HashMap::new(),
             next_key: 1,
             logbuf: LogBuffer::new(config.log_flush_ms, Held::default()),
+            staged: Vec::new(),
+            turn_writes: false,
             archived_through,
             page_size,
             archive: Backoff::default(),
@@ -126,6 +134,10 @@ impl Core {
         let mut replies = Vec::new();
         let effects = self.hub.handle(now, input);
         self.apply(now, effects, &mut replies);
+        if write_staged_now(self.staged.len(), self.turn_writes) {
+            self.write_staged();
+        }
+        self.turn_writes = false;
         replies
     }
 
@@ -172,7 +184,10 @@ impl Core {
                         .store
                         .append(&pending.rows, self.config.test_fail_store_at_row);
                     let next = match stored {
-                        Ok(()) => Input::Stored(pending),
+                        Ok(()) => {
+                            self.turn_writes = true;
+                            Input::Stored(pending)
+                        }
                         Err(e) => {
                             console_error!("storing a publish failed: {e}");
                             Input::StoreFailed(pending)
@@ -192,26 +207,46 @@ impl Core {
         }
     }
 
-    /// Buffers one event in SQLite; starts a flush when the buffer reached
-    /// its flush size, and drops the oldest rows (with a counted
-    /// `log_dropped` event) when it reached a bound (KV writes failing).
-    /// A failure is only reported: the log never fails what it records.
+    /// Stages one event: it is written to SQLite at the end of a turn that
+    /// writes anyway, when the stage is full, or by the stage task
+    /// (`LOG_STAGE_MS` later), whichever comes first.
     pub fn log(&mut self, event: &LogEvent) {
-        let stored = serde_json::to_string(event)
-            .map_err(|e| worker::Error::RustError(e.to_string()))
-            .and_then(|body| {
-                self.store.logs.append(event.ts, &body)?;
-                Ok(body.len() as u64)
-            });
-        let after = match stored {
-            Ok(bytes) => self.logbuf.added(event.ts, bytes),
+        match serde_json::to_string(event) {
+            Ok(body) => self.staged.push((event.ts, body)),
+            Err(e) => {
+                console_error!("serializing a log event: {e}");
+                return;
+            }
+        }
+        if write_staged_now(self.staged.len(), false) {
+            self.write_staged();
+        } else {
+            self.request(Task::StageLogs);
+        }
+    }
+
+    /// Writes the staged events to SQLite, oldest first.
+    pub fn write_staged(&mut self) {
+        for (ts, body) in std::mem::take(&mut self.staged) {
+            self.append_log_row(ts, &body);
+        }
+    }
+
+    /// Buffers one serialized event in SQLite; starts a flush when the
+    /// buffer reached its flush size, and drops the oldest rows (with a
+    /// counted `log_dropped` event) when it reached a bound (KV writes
+    /// failing). A failure is only reported: the log never fails what it
+    /// records.
+    fn append_log_row(&mut self, ts: u64, body: &str) {
+        let after = match self.store.logs.append(ts, body) {
+            Ok(()) => self.logbuf.added(ts, body.len() as u64),
             Err(e) => {
                 console_error!("buffering a log event: {e}");
                 return;
             }
         };
         if after.drop_oldest > 0 {
-            if let Err(e) = self.drop_oldest_logs(event.ts, after.drop_oldest) {
+            if let Err(e) = self.drop_oldest_logs(ts, after.drop_oldest) {
                 console_error!("dropping buffered log events: {e}");
             }
         }

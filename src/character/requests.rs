@@ -292,6 +292,8 @@ impl Character {
     fn log_tail(&self, now: u64, pairs: &[(String, String)]) -> AppResult<Response> {
         let query = parse_logs_query(pairs)?;
         self.with_core(now, |core| {
+            // Nothing is held back from this read.
+            core.write_staged();
             let rows = core.store.logs.tail(query.limit as u64)?;
             let body = format!(
                 "{{\"events\":{}}}",

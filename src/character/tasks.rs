@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use routing::archive::{encode_page, next_page_ready, page_key, page_of, unarchived};
 use routing::events::LogEvent;
-use routing::logbuf::{batch_body, batch_len, LOG_FLUSH_BYTES};
+use routing::logbuf::{batch_body, batch_len, LOG_FLUSH_BYTES, LOG_STAGE_MS};
 use routing::wire::{path, RegistryReport};
 use worker::{console_error, Delay, Env, Result};
 
@@ -21,6 +21,8 @@ use crate::{kv, registry};
 /// The kinds of deferred work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
+    /// Writes the staged log events to SQLite (`routing::logbuf`).
+    StageLogs,
     FlushLogs,
     Report,
     Archive,
@@ -30,6 +32,7 @@ impl Task {
     /// How long a task waits before it runs, gathering more work.
     fn delay(self) -> Duration {
         match self {
+            Task::StageLogs => Duration::from_millis(LOG_STAGE_MS),
             // Asked for only when due (size or interval, `routing::logbuf`).
             Task::FlushLogs => Duration::ZERO,
             // Registry reports are coalesced over this window.
@@ -60,6 +63,12 @@ fn spawn(shared: Shared, env: Env, task: Task) {
             core.tasks.begin(task);
         }
         let result = match task {
+            Task::StageLogs => {
+                if let Some(core) = shared.borrow_mut().as_mut() {
+                    core.write_staged();
+                }
+                Ok(())
+            }
             Task::FlushLogs => flush_logs(&shared, &env).await,
             Task::Report => report(&shared, &env).await,
             Task::Archive => {
@@ -78,7 +87,7 @@ fn spawn(shared: Shared, env: Env, task: Task) {
         }
         // Work asked for while this task ran (its own next run included).
         start_queued(&shared, &env);
-        if matches!(task, Task::Archive | Task::FlushLogs) {
+        if matches!(task, Task::Archive | Task::FlushLogs | Task::StageLogs) {
             super::sync_alarm(&shared, super::now_ms()).await;
         }
     });

@@ -6,6 +6,9 @@
 //   once, before any flush, while the global view (KV only) lacks them; they
 //   then reach KV in at most a couple of writes, and the per-character view
 //   still lists each exactly once across the flush boundary;
+// * connects and disconnects without any publish (staged in memory for at
+//   most LOG_STAGE_MS, then written to SQLite together) are listed by the
+//   object's tail at once, and reach KV on their own, each once;
 // * events whose KV writes failed (TEST_FAIL_LOG_WRITES) stay buffered, survive
 //   a SIGKILL of the runtime, and are written after the restart (same state
 //   directory), unprompted, by the object's alarm.
@@ -14,7 +17,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { start, http, until, progress } from "./helpers.mjs";
+import { start, http, until, progress, open } from "./helpers.mjs";
 
 const servers = [];
 const dirs = [];
@@ -96,6 +99,39 @@ test("a quiet character: visible at once, flushed in a couple of KV writes, list
   assert.deepEqual(seqsOf(merged, c), range(1, 101).reverse(), "no duplicates across the flush boundary");
   await server.stop();
   servers.splice(servers.indexOf(server), 1);
+});
+
+test("connects and disconnects alone: listed at once, then in KV on their own, each once", { timeout: 240_000 }, async () => {
+  const state = mkdtempSync(join(tmpdir(), "gateway-eventlog-staged-"));
+  dirs.push(state);
+  const server = await start({ state, vars: { AUTH_ENABLED: "false", LOG_FLUSH_SECONDS: "2" } });
+  servers.push(server);
+  const c = `staged-${Date.now().toString(36)}`;
+  const ids = [];
+  for (let i = 0; i < 5; i++) {
+    const s = await open(server.url, c, { topics: "face" });
+    ids.push(s.frames[0].client_id);
+    assert.equal(typeof ids[i], "string", "welcome names the client");
+    s.ws.close(1000);
+    await until(() => s.closed !== null, 10_000, "the close");
+  }
+  const of = (events, kind) => events.filter((e) => e.character === c && e.event === kind).map((e) => e.client_id).sort();
+  // The tail writes what is staged before it reads: nothing waits.
+  await until(async () => {
+    const own = (await http(server.url, "GET", `/v1/admin/logs?character=${c}&limit=100`)).json.events;
+    return of(own, "disconnect").length === 5;
+  }, 10_000, "the five disconnects in the object's tail");
+  const own = (await http(server.url, "GET", `/v1/admin/logs?character=${c}&limit=100`)).json.events;
+  assert.deepEqual(of(own, "connect"), [...ids].sort(), "every connect listed");
+  // Without any publish or read, the stage timer writes them to SQLite and
+  // the flush takes them to KV.
+  const c2 = `${c}-alone`;
+  const s = await open(server.url, c2, { topics: "face" });
+  const id2 = s.frames[0].client_id;
+  s.ws.close(1000);
+  await until(() => kvBatches(state, c2).flat().filter((e) => e.character === c2).length >= 2, 60_000, "connect and disconnect in KV");
+  const inKv = kvBatches(state, c2).flat().filter((e) => e.character === c2);
+  assert.deepEqual(inKv.map((e) => [e.event, e.client_id]).sort(), [["connect", id2], ["disconnect", id2]], "each once");
 });
 
 test("events whose KV writes failed survive a SIGKILL and are flushed after the restart", { timeout: 300_000 }, async () => {
