@@ -134,11 +134,20 @@ impl Core {
         let mut replies = Vec::new();
         let effects = self.hub.handle(now, input);
         self.apply(now, effects, &mut replies);
+        self.settle_log();
+        replies
+    }
+
+    /// At the end of a turn's logging: the staged events go to SQLite now
+    /// when the turn stored something (or the stage is full); otherwise
+    /// the stage task writes them `LOG_STAGE_MS` later.
+    pub fn settle_log(&mut self) {
         if write_staged_now(self.staged.len(), self.turn_writes) {
             self.write_staged();
+        } else if !self.staged.is_empty() {
+            self.request(Task::StageLogs);
         }
         self.turn_writes = false;
-        replies
     }
 
     fn apply(&mut self, now: u64, effects: Vec<Effect>, replies: &mut Vec<Reply>) {
@@ -207,21 +216,12 @@ impl Core {
         }
     }
 
-    /// Stages one event: it is written to SQLite at the end of a turn that
-    /// writes anyway, when the stage is full, or by the stage task
-    /// (`LOG_STAGE_MS` later), whichever comes first.
+    /// Stages one event; [`Core::settle_log`], at the end of the turn,
+    /// decides when it is written to SQLite.
     pub fn log(&mut self, event: &LogEvent) {
         match serde_json::to_string(event) {
             Ok(body) => self.staged.push((event.ts, body)),
-            Err(e) => {
-                console_error!("serializing a log event: {e}");
-                return;
-            }
-        }
-        if write_staged_now(self.staged.len(), false) {
-            self.write_staged();
-        } else {
-            self.request(Task::StageLogs);
+            Err(e) => console_error!("serializing a log event: {e}"),
         }
     }
 

@@ -126,6 +126,7 @@ fn archive_settled(shared: &Shared, result: &Result<()>) {
         }
     };
     core.log(&event);
+    core.settle_log();
 }
 
 /// Writes the buffered events (those there when it starts) to KV, in
