@@ -2,7 +2,9 @@
 
 use std::cell::RefCell;
 
-use routing::catalogue::DEFAULT_MAX_SUBSCRIBERS;
+use routing::catalogue::{
+    DEFAULT_FANOUT_LIMIT, DEFAULT_MAX_SUBSCRIBERS, MAX_FANOUT_LIMIT, MIN_FANOUT_LIMIT,
+};
 use routing::catalogue::{DEFAULT_RESUME_LIMIT, MAX_RESUME_LIMIT};
 use routing::logbuf::flush_interval_ms;
 use worker::Env;
@@ -20,6 +22,9 @@ pub struct Config {
     pub fail_archive: bool,
     /// `MAX_SUBSCRIBERS`: most sockets per character.
     pub max_subscribers: usize,
+    /// `FANOUT_LIMIT`: most sockets one object holds (the character's own
+    /// object, or one of its relays).
+    pub fanout_limit: usize,
     /// How long a registry entry counts without a refresh (objects refresh
     /// at half of it while they have subscribers).
     pub registry_lease_ms: u64,
@@ -82,6 +87,9 @@ impl Config {
             history_backlog_limit: var(env, "HISTORY_BACKLOG_LIMIT")
                 .and_then(|v| v.trim().parse().ok()),
             max_subscribers: number(env, "MAX_SUBSCRIBERS", DEFAULT_MAX_SUBSCRIBERS as u64).max(1)
+                as usize,
+            fanout_limit: number(env, "FANOUT_LIMIT", DEFAULT_FANOUT_LIMIT as u64)
+                .clamp(MIN_FANOUT_LIMIT as u64, MAX_FANOUT_LIMIT as u64)
                 as usize,
             fail_archive: var(env, "TEST_FAIL_ARCHIVE").as_deref() == Some("true")
                 && var(env, "ENVIRONMENT").as_deref() == Some("development"),

@@ -248,6 +248,27 @@ async fn fetch_object(
     Ok(resp.into())
 }
 
+/// Posts a JSON body to the object named `name` (a character's own object
+/// or one of its relays), naming it in the request for an object that has
+/// not stored its name yet.
+pub async fn post_to_name(
+    env: &Env,
+    name: &str,
+    path: &str,
+    body: &wasm_bindgen::JsValue,
+) -> std::result::Result<Response, AppError> {
+    let js = |e: wasm_bindgen::JsValue| AppError::internal(js_message(&e));
+    let url = format!("https://character{path}");
+    let req = json_post(&url, body, None).map_err(js)?;
+    req.headers().set(H_CHARACTER, name).map_err(js)?;
+    let stub = characters(env)?.get_by_name(name).map_err(js)?;
+    let answer = JsFuture::from(stub.fetch(&req).map_err(js)?)
+        .await
+        .map_err(js)?;
+    let resp: web_sys::Response = answer.dyn_into().map_err(js)?;
+    Ok(resp.into())
+}
+
 /// A JSON POST to an object's internal `url`, naming `character` for a
 /// character object, built from the runtime's own types.
 fn json_post(

@@ -7,8 +7,10 @@
 //! with its runtime (a crash, a deploy) leave the listing by themselves
 //! within one lease, even if nobody wakes that character again.
 
+use routing::relays::parse_relay_name;
 use routing::wire::{path, RegistryReport, Revocation, RevocationRecorded};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorage, State,
 };
@@ -103,9 +105,12 @@ fn revoke(sql: &SqlStorage, r: &Revocation) -> std::result::Result<String, AppEr
             vec![now],
         )?
         .to_array()?;
-    let recorded = RevocationRecorded {
-        characters: rows.into_iter().map(|r| r.character).collect(),
-    };
+    // A relay's entry stands for its character, whose object passes the
+    // revocation on to its relays.
+    let mut characters: Vec<String> = rows.into_iter().map(|r| base_name(r.character)).collect();
+    characters.sort();
+    characters.dedup();
+    let recorded = RevocationRecorded { characters };
     serde_json::to_string(&recorded).map_err(AppError::internal)
 }
 
@@ -178,6 +183,15 @@ fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppEr
     Ok(())
 }
 
+/// The character a registry entry counts for: a relay's name stands for
+/// its character's.
+fn base_name(name: String) -> String {
+    match parse_relay_name(&name) {
+        Some((character, _)) => character.as_str().to_string(),
+        None => name,
+    }
+}
+
 fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
     ensure_table(sql)?;
     // Expired leases: their objects stopped refreshing (their sockets died).
@@ -189,14 +203,22 @@ fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
             None,
         )?
         .to_array()?;
-    let mut total = 0u64;
-    let characters: Vec<serde_json::Value> = rows
+    // A character's relays report under their own names (`<character>~r<n>`):
+    // their sockets are added to the character's entry.
+    let mut merged: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for r in rows {
+        let topics: BTreeMap<String, u64> = serde_json::from_str(&r.topics).unwrap_or_default();
+        let entry = merged.entry(base_name(r.character)).or_default();
+        entry.0 += r.subscribers as u64;
+        for (filter, n) in topics {
+            *entry.1.entry(filter).or_default() += n;
+        }
+    }
+    let total: u64 = merged.values().map(|(n, _)| n).sum();
+    let characters: Vec<serde_json::Value> = merged
         .into_iter()
-        .map(|r| {
-            total += r.subscribers as u64;
-            let topics: serde_json::Value =
-                serde_json::from_str(&r.topics).unwrap_or_else(|_| serde_json::json!({}));
-            serde_json::json!({"character": r.character, "subscribers": r.subscribers as u64, "topics": topics})
+        .map(|(character, (subscribers, topics))| {
+            serde_json::json!({"character": character, "subscribers": subscribers, "topics": topics})
         })
         .collect();
     Ok(serde_json::json!({"characters": characters, "total_subscribers": total}).to_string())

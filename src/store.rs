@@ -166,6 +166,10 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS spilled_topics (client_id TEXT PRIMARY KEY, topics TEXT NOT NULL)",
             None,
         )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS relays (idx INTEGER PRIMARY KEY, sockets INTEGER NOT NULL)",
+            None,
+        )?;
         Ok(Self {
             logs: LogStore::open(sql.clone())?,
             sql,
@@ -377,6 +381,44 @@ impl Store {
         self.sql.exec(
             "DELETE FROM spilled_topics WHERE client_id = ?",
             vec![client_id.into()],
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct RelayRow {
+    idx: f64,
+    sockets: f64,
+}
+
+impl Store {
+    /// The relays the character's object feeds (number, sockets when it
+    /// joined), so a restarted object keeps feeding them.
+    pub fn relays(&self) -> worker::Result<Vec<(u32, usize)>> {
+        let rows: Vec<RelayRow> = self
+            .sql
+            .exec("SELECT idx, sockets FROM relays ORDER BY idx", None)?
+            .to_array()?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.idx as u32, r.sockets as usize))
+            .collect())
+    }
+
+    pub fn add_relay(&self, index: u32, sockets: usize) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT INTO relays (idx, sockets) VALUES (?, ?) \
+             ON CONFLICT(idx) DO UPDATE SET sockets = excluded.sockets",
+            vec![int(u64::from(index)), int(sockets as u64)],
+        )?;
+        Ok(())
+    }
+
+    pub fn drop_relay(&self, index: u32) -> worker::Result<()> {
+        self.sql.exec(
+            "DELETE FROM relays WHERE idx = ?",
+            vec![int(u64::from(index))],
         )?;
         Ok(())
     }

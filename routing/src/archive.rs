@@ -79,9 +79,8 @@ struct Row {
     id: Option<String>,
 }
 
-pub fn encode_page(rows: &[StoredCommand]) -> String {
-    let rows: Vec<Row> = rows
-        .iter()
+fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
+    rows.iter()
         .map(|r| Row {
             seq: r.seq,
             ts: r.ts,
@@ -91,8 +90,36 @@ pub fn encode_page(rows: &[StoredCommand]) -> String {
             duration_ms: r.command.duration_ms,
             id: r.command.id.clone(),
         })
-        .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
+        .collect()
+}
+
+pub fn encode_page(rows: &[StoredCommand]) -> String {
+    serde_json::to_string(&page_rows(rows)).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// [`encode_page`]'s rows as a JSON value (a relay feed or replay).
+pub fn rows_value(rows: &[StoredCommand]) -> serde_json::Value {
+    serde_json::to_value(page_rows(rows)).unwrap_or_else(|_| serde_json::json!([]))
+}
+
+/// Decodes rows sent as a JSON value, like [`decode_page`].
+pub fn decode_rows(value: serde_json::Value) -> Option<Vec<StoredCommand>> {
+    let rows: Vec<Row> = serde_json::from_value(value).ok()?;
+    Some(rows.into_iter().filter_map(row_command).collect())
+}
+
+fn row_command(r: Row) -> Option<StoredCommand> {
+    Some(StoredCommand {
+        seq: r.seq,
+        ts: r.ts,
+        command: Command {
+            topic: Topic::parse(&r.topic).ok()?,
+            name: CommandName::parse(&r.name).ok()?,
+            params: r.params,
+            duration_ms: r.duration_ms,
+            id: r.id,
+        },
+    })
 }
 
 /// Decodes a page; rows that fail validation are dropped (a gap, which the

@@ -110,6 +110,28 @@ pub const MAX_BATCH_FRAME_BYTES: usize = 512 * 1024;
 /// Default most sockets per character (`MAX_SUBSCRIBERS`); a subscribe past
 /// it is refused with 503 `character_full` before the upgrade.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
+/// Default most sockets one object holds (`FANOUT_LIMIT`); past it a
+/// character's new subscribers go to relay objects. Measured: a delivery
+/// costs 26 to 39 µs of one object's CPU (BENCHMARKS.md), so one command to
+/// 1,000 sockets is a 26 to 39 ms turn, and the 1,000-socket fan-out check
+/// (README) gave p99 70 to 82 ms; with the default `MAX_SUBSCRIBERS` a
+/// character then needs at most 10 objects.
+pub const DEFAULT_FANOUT_LIMIT: usize = 1000;
+/// Smallest `FANOUT_LIMIT` (smaller values are raised to it): it bounds how
+/// many relays one character can need.
+pub const MIN_FANOUT_LIMIT: usize = 10;
+/// Largest `FANOUT_LIMIT`: the runtime's own bound on WebSockets per object.
+pub const MAX_FANOUT_LIMIT: usize = 32_768;
+/// Most relay objects one character uses; with every relay full, a
+/// subscribe gets 503 `character_full` even below `MAX_SUBSCRIBERS`. Each
+/// publish is one request per relay, so this bounds that too.
+pub const MAX_RELAYS: u32 = 100;
+/// Most rows the character's object sends a relay in one request; more go
+/// in the next one (each row is at most 16 KiB serialized).
+pub const MAX_FEED_ROWS: u64 = 100;
+/// Rows a relay keeps in memory for resumes of its sockets; an older
+/// `since` is read from the character's object.
+pub const RELAY_RING_ROWS: usize = 1000;
 /// Most commands one resume replays when the `RESUME_LIMIT` var is unset
 /// (contract §8); past it the `recovered` frame says `truncated: true`.
 pub const DEFAULT_RESUME_LIMIT: u64 = 1000;

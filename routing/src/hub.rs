@@ -136,6 +136,16 @@ pub enum Input {
     Backlogged(Pending),
     /// The alarm fired (early or repeated calls are harmless).
     Timeout,
+    /// Relay role: rows the character's own object already stored and
+    /// sequenced, in seq order. Delivered like a commit (filters, frames,
+    /// batching), without storing, idempotency or a publish log event; rows
+    /// at or below the current seq are skipped.
+    Relayed { rows: Vec<StoredCommand> },
+    /// Relay role: the stream this hub follows restarts at `seq` in `epoch`
+    /// (a new epoch, or a gap history no longer covers). Every socket is
+    /// closed with 1011, which tells clients to resume, and seq and epoch
+    /// are set.
+    Resync { epoch: String, seq: u64 },
 }
 
 /// The answer to the request that caused an input.
@@ -414,6 +424,22 @@ impl Hub {
                 }
             },
             Input::Timeout => self.timeout(now, &mut out),
+            Input::Relayed { rows } => {
+                for row in &rows {
+                    if row.seq > self.seq {
+                        self.seq = row.seq;
+                        self.deliver(now, row, &mut out);
+                    }
+                }
+            }
+            Input::Resync { epoch, seq } => {
+                let keys: Vec<ClientKey> = self.clients.keys().copied().collect();
+                for key in keys {
+                    self.close(now, key, CloseCode::Internal, &mut out);
+                }
+                self.epoch = epoch;
+                self.seq = seq;
+            }
         }
         out
     }
@@ -651,22 +677,7 @@ impl Hub {
             if let Some(id) = &row.command.id {
                 self.remember_id(id.clone(), row.seq, row.ts);
             }
-            let to = self.subs.matching(&row.command.topic);
-            if to.is_empty() {
-                continue;
-            }
-            delivered += to.len();
-            let text: Rc<str> = Rc::from(self.command_frame_of(row));
-            if self.batch_window_ms == 0 {
-                out.push(Effect::Send { to, text });
-            } else {
-                for k in to {
-                    self.pending.entry(k).or_default().push(Rc::clone(&text));
-                }
-                if self.flush_at.is_none() {
-                    self.flush_at = Some(now.saturating_add(self.batch_window_ms));
-                }
-            }
+            delivered += self.deliver(now, row, out);
         }
         let (client_id, user) = match &pending.origin {
             Origin::Client { client, .. } => self.clients.get(client).map_or((None, None), |c| {
@@ -698,6 +709,28 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Sends one committed row (serialized once) to the matching sockets, or
+    /// queues it for the next flush when batching; the sockets it reached.
+    fn deliver(&mut self, now: u64, row: &StoredCommand, out: &mut Vec<Effect>) -> usize {
+        let to = self.subs.matching(&row.command.topic);
+        if to.is_empty() {
+            return 0;
+        }
+        let n = to.len();
+        let text: Rc<str> = Rc::from(self.command_frame_of(row));
+        if self.batch_window_ms == 0 {
+            out.push(Effect::Send { to, text });
+        } else {
+            for k in to {
+                self.pending.entry(k).or_default().push(Rc::clone(&text));
+            }
+            if self.flush_at.is_none() {
+                self.flush_at = Some(now.saturating_add(self.batch_window_ms));
+            }
+        }
+        n
     }
 
     /// Drops idempotency entries older than the window, oldest first.

@@ -1372,3 +1372,98 @@ fn the_character_is_full_at_its_maximum_of_sockets() {
     fx.gone(a, 0);
     assert!(!fx.hub().is_full(2));
 }
+
+fn stored(seq: u64, topic: &str) -> StoredCommand {
+    StoredCommand {
+        seq,
+        ts: seq * 10,
+        command: crate::protocol::parse_command(&c(topic, "step")).unwrap(),
+    }
+}
+
+/// Relay role: already-stored rows are delivered through the same filters
+/// and frames as a commit, once each, without a store, a reply or a publish
+/// log; rows at or below the hub's seq are skipped.
+#[test]
+fn relayed_rows_are_delivered_once_by_filter_without_storing() {
+    let mut fx = Fx::with_hub(Hub::new(
+        CharacterId::parse("alice").unwrap(),
+        "ep1".into(),
+        4,
+        0,
+    ));
+    let a = fx.connect("a", &["face"], false, false);
+    let b = fx.connect("b", &[">"], false, false);
+    fx.take(a);
+    fx.take(b);
+    let logs_before = fx.logs.len();
+    let rows = vec![stored(3, "face"), stored(5, "face"), stored(6, "body")];
+    fx.feed(7, Input::Relayed { rows });
+    assert_eq!(fx.seqs(a), vec![5]);
+    assert_eq!(fx.seqs(b), vec![5, 6]);
+    assert_eq!(fx.hub().seq(), 6);
+    assert!(fx.replies.is_empty());
+    assert_eq!(fx.logs.len(), logs_before, "no publish event on a relay");
+    // The same rows again (a re-sent feed) deliver nothing.
+    fx.feed(
+        8,
+        Input::Relayed {
+            rows: vec![stored(6, "body")],
+        },
+    );
+    assert_eq!(fx.seqs(b), vec![5, 6]);
+    let frame = fx.inbox[&a][0].clone();
+    assert_eq!(frame["epoch"], "ep1");
+    assert_eq!(frame["character"], "alice");
+    assert_eq!(frame["ts"], 50);
+}
+
+/// With batching on, relayed rows are batched like committed ones.
+#[test]
+fn relayed_rows_are_batched_when_batching_is_on() {
+    let mut fx = Fx::new(100);
+    let a = fx.connect("a", &[">"], false, false);
+    fx.take(a);
+    fx.feed(
+        10,
+        Input::Relayed {
+            rows: vec![stored(1, "x"), stored(2, "y")],
+        },
+    );
+    assert!(fx.take(a).is_empty());
+    assert_eq!(fx.hub().poll_timeout(), Some(110));
+    fx.feed(110, Input::Timeout);
+    let got = fx.take(a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["type"], "batch");
+}
+
+/// A resync closes every socket with 1011 (clients resume) and moves the
+/// hub to the new epoch and seq.
+#[test]
+fn resync_closes_every_socket_and_moves_epoch_and_seq() {
+    let mut fx = Fx::new(0);
+    let a = fx.connect("a", &[">"], false, false);
+    let b = fx.connect("b", &[">"], false, false);
+    fx.feed(
+        5,
+        Input::Resync {
+            epoch: "ep2".into(),
+            seq: 40,
+        },
+    );
+    assert_eq!(fx.closed.get(&a), Some(&1011));
+    assert_eq!(fx.closed.get(&b), Some(&1011));
+    assert_eq!(fx.hub().subscriber_count(), 0);
+    assert_eq!(fx.hub().epoch(), "ep2");
+    assert_eq!(fx.hub().seq(), 40);
+    // Without sockets it only moves.
+    fx.feed(
+        6,
+        Input::Resync {
+            epoch: "ep2".into(),
+            seq: 41,
+        },
+    );
+    assert_eq!(fx.hub().seq(), 41);
+}

@@ -16,6 +16,8 @@ pub mod logbuf;
 pub mod protocol;
 pub mod query;
 pub mod reader;
+pub mod relay;
+pub mod relays;
 pub mod revocation;
 pub mod route;
 pub mod settings;

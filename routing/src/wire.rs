@@ -21,6 +21,12 @@ pub mod path {
     /// The newest buffered event-log rows (`?limit=`), flushed or not:
     /// answers `{"events": [...]}` newest first.
     pub const LOGS: &str = "/logs";
+    /// Relay role: rows the character's object stored, for its sockets
+    /// (POST [`super::FeedAnswer`]).
+    pub const FEED: &str = "/relay/feed";
+    /// Character object: a resume read for a relay-held socket (GET, the
+    /// subscribe query; answers [`super::ReplayAnswer`]).
+    pub const REPLAY: &str = "/relay/replay";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
     pub const LIST: &str = "/list";
@@ -36,6 +42,10 @@ pub const H_USER: &str = "x-gateway-user";
 pub const H_CAN_PUBLISH: &str = "x-gateway-can-publish";
 /// Token expiry, ms since the Unix epoch.
 pub const H_EXPIRES: &str = "x-gateway-expires-ms";
+/// On a subscribe forwarded to a relay: the character's epoch and latest
+/// seq when it was forwarded.
+pub const H_RELAY_EPOCH: &str = "x-gateway-relay-epoch";
+pub const H_RELAY_SEQ: &str = "x-gateway-relay-seq";
 /// Every internal header starts with this; the router drops such headers
 /// from what a client sent, so no client can forge them.
 pub const INTERNAL_PREFIX: &str = "x-gateway-";
@@ -107,6 +117,38 @@ fn default_lease_ms() -> u64 {
 
 /// The registry lease when `REGISTRY_LEASE_SECONDS` is not set: 10 minutes.
 pub const DEFAULT_LEASE_MS: u64 = 10 * 60 * 1000;
+
+/// A feed to a relay: every stored row after `after` (at most
+/// `catalogue::MAX_FEED_ROWS`), as `archive` page rows. `lost`: history no
+/// longer holds the rows between the relay's place and `after`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedBody {
+    pub epoch: String,
+    pub after: u64,
+    #[serde(default)]
+    pub lost: bool,
+    pub rows: serde_json::Value,
+}
+
+/// A relay's answer to a feed: the last seq it applied and the sockets it
+/// holds (0: the character's object stops feeding it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedAnswer {
+    pub last: u64,
+    pub sockets: usize,
+}
+
+/// The character object's resume read for a relay: `rows` (page rows),
+/// `complete` and `next_since` as for any resume, and `covered`: the
+/// character's latest seq when the read ended (every seq through it was
+/// considered unless the read was cut).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayAnswer {
+    pub rows: serde_json::Value,
+    pub complete: bool,
+    pub next_since: Option<u64>,
+    pub covered: u64,
+}
 
 /// A user whose tokens are refused until `until` (ms since the Unix epoch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

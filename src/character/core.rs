@@ -12,8 +12,10 @@ use std::rc::Rc;
 use routing::archive::{backlog_full, backlog_limit, next_page_ready};
 use routing::backoff::Backoff;
 use routing::events::LogEvent;
-use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Reply};
+use routing::hub::{ClientKey, Effect, Gone, Hub, Input, Pending, Reply};
 use routing::logbuf::{write_staged_now, Held, LogBuffer};
+use routing::relay::Follower;
+use routing::relays::RelaySet;
 use routing::tasks::Scheduler;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -29,7 +31,7 @@ use crate::store::Store;
 pub type Shared = Rc<RefCell<Option<Core>>>;
 
 /// `Retry-After` of a subscribe refused with `character_full`.
-const CHARACTER_FULL_RETRY_SECS: u64 = 5;
+pub const CHARACTER_FULL_RETRY_SECS: u64 = 5;
 
 #[wasm_bindgen]
 extern "C" {
@@ -40,8 +42,26 @@ extern "C" {
     fn send_shared(this: &SharedTextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
 }
 
+/// What this object is to its character.
+pub enum Role {
+    /// The character's own object: sequencing, storage, history, and the
+    /// relays it feeds once it holds `FANOUT_LIMIT` sockets.
+    Owner { relays: RelaySet },
+    /// Relay `index`: holds sockets and forwards what the owner stored.
+    Relay {
+        index: u32,
+        follower: Follower,
+        /// Subscribes being set up (a resume read in progress): the relay
+        /// counts as holding sockets, so it never skips past a gap.
+        pending: usize,
+    },
+}
+
 pub struct Core {
     pub hub: Hub,
+    pub role: Role,
+    /// The object's name: the character's, or its relay's.
+    pub name: String,
     pub store: Store,
     pub config: Config,
     /// The socket behind each hub key.
@@ -69,11 +89,16 @@ pub struct Core {
     pub report_version: u64,
     /// The alarm as last set, ms since the Unix epoch.
     pub alarm_at: Option<u64>,
+    /// Relay role: client publishes to forward to the owner.
+    pub to_forward: Vec<Pending>,
 }
 
 impl Core {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         hub: Hub,
+        role: Role,
+        name: String,
         store: Store,
         config: Config,
         archived_through: u64,
@@ -87,6 +112,8 @@ impl Core {
         );
         Self {
             hub,
+            role,
+            name,
             store,
             sockets: HashMap::new(),
             next_key: 1,
@@ -102,6 +129,7 @@ impl Core {
             to_start: Vec::new(),
             report_version: 0,
             alarm_at: None,
+            to_forward: Vec::new(),
             config,
         }
     }
@@ -179,6 +207,8 @@ impl Core {
                         attachment::save(ws, info, self.hub.expires_at(client), &self.store);
                     }
                 }
+                // A relay stores nothing: a client's publish goes to the owner.
+                Effect::Store(pending) if self.is_relay() => self.to_forward.push(pending),
                 Effect::Store(pending) if !pending.rows.is_empty() && self.backlogged() => {
                     // Nothing unarchived is ever deleted, so when the archive
                     // lags this far the publish is refused, nothing stored.
@@ -195,6 +225,8 @@ impl Core {
                     let next = match stored {
                         Ok(()) => {
                             self.turn_writes = true;
+                            // Relays get the rows in the same turn's tasks.
+                            self.feed_relays();
                             Input::Stored(pending)
                         }
                         Err(e) => {
@@ -324,6 +356,9 @@ impl Core {
     /// Asks for the archive task when a full page may leave SQLite, unless
     /// a failed attempt's retry is still waiting (the alarm starts that one).
     pub fn archive_if_due(&mut self, now: u64) {
+        if self.is_relay() {
+            return;
+        }
         let limit = self.config.history_limit;
         let ready = next_page_ready(self.archived_through, self.hub.seq(), limit, self.page_size);
         if ready.is_some() && self.archive.may_run(now) {
@@ -331,19 +366,47 @@ impl Core {
         }
     }
 
-    /// Refuses a new socket, before any upgrade, when the character holds
-    /// `MAX_SUBSCRIBERS` already.
+    /// Refuses a new socket, before any upgrade, when this object holds
+    /// its maximum: a relay `FANOUT_LIMIT`, the owner `MAX_SUBSCRIBERS`
+    /// counting its relays' sockets (placement, `relays.rs`, sends the
+    /// rest to relays before this).
     pub fn admit(&self) -> Result<(), AppError> {
-        let max = self.config.max_subscribers;
-        if self.hub.is_full(max) {
+        let (max, held) = match &self.role {
+            Role::Relay { pending, .. } => (
+                self.config.fanout_limit,
+                self.hub.subscriber_count() + pending,
+            ),
+            Role::Owner { relays } => (
+                self.config.max_subscribers,
+                self.hub.subscriber_count() + relays.relay_sockets(),
+            ),
+        };
+        if held >= max {
+            let max = self.config.max_subscribers;
             return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
         }
         Ok(())
     }
 
+    pub fn is_relay(&self) -> bool {
+        matches!(self.role, Role::Relay { .. })
+    }
+
+    /// Owner: asks for a feed of every relay (one request in flight each,
+    /// later rows coalesced into the next).
+    pub fn feed_relays(&mut self) {
+        let indices = match &self.role {
+            Role::Owner { relays } => relays.indices(),
+            Role::Relay { .. } => return,
+        };
+        for i in indices {
+            self.request(Task::Feed(i));
+        }
+    }
+
     /// Whether the unarchived rows reached the backlog mark.
     pub fn backlogged(&self) -> bool {
-        backlog_full(self.archived_through, self.hub.seq(), self.backlog_limit)
+        !self.is_relay() && backlog_full(self.archived_through, self.hub.seq(), self.backlog_limit)
     }
 
     /// When the object next needs its alarm: the hub's next deadline, the

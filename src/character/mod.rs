@@ -13,10 +13,16 @@
 //!   history, listing, kick), history and resume reads included;
 //! * `tasks.rs`: deferred work (event-log flushes, registry reports,
 //!   archiving) run after the handler has answered;
-//! * `attachment.rs`: the per-socket record kept across hibernation.
+//! * `attachment.rs`: the per-socket record kept across hibernation;
+//! * `relays.rs`: a hot character's own object placing subscribers on
+//!   relays, feeding them, and reaching their sockets for admin calls;
+//! * `relay.rs`: the relay role (`<character>~r<n>`): sockets and delivery
+//!   only, fed by the character's own object.
 
 mod attachment;
 mod core;
+mod relay;
+mod relays;
 mod requests;
 mod tasks;
 mod wake;

@@ -18,9 +18,11 @@ use routing::topic::TopicFilter;
 use routing::wire::{path, PublishAnswer, SubscribeFacts, H_CHARACTER};
 use worker::{Method, Request, Response, WebSocketPair};
 
+use super::core::Core;
 use super::{attachment, random_hex, AppResult, Character};
 use crate::error::{json_response, AppError};
 use crate::kv;
+use routing::protocol::ErrorCode;
 
 impl Character {
     pub(super) async fn serve(&self, mut req: Request, now: u64) -> AppResult<Response> {
@@ -29,11 +31,15 @@ impl Character {
         let raw_url = req.inner().url();
         let (route, query) = split_url(&raw_url);
         let pairs = query_pairs(query);
+        let relay = self.with_core(now, |core| Ok(core.is_relay()))?;
+        if relay {
+            return self.serve_relay(now, req, route, &pairs).await;
+        }
         match (req.method(), route) {
             (Method::Get, path::SUBSCRIBE) => {
                 let headers = req.headers();
                 let facts = SubscribeFacts::from_headers(|name| headers.get(name).ok().flatten());
-                self.subscribe(now, &pairs, facts).await
+                self.subscribe(now, &req, &pairs, facts).await
             }
             (Method::Post, path::PUBLISH) => {
                 // Bounded before it gets here: the router forwards a body
@@ -44,23 +50,51 @@ impl Character {
                 self.publish(now, &body)
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,
-            (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now),
+            (Method::Get, path::REPLAY) => self.replay_for_relay(now, &pairs).await,
+            (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now).await,
             (Method::Get, path::LOGS) => self.log_tail(now, &pairs),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
-                self.kick(now, &p[path::KICK_PREFIX.len()..])
+                self.kick(now, &p[path::KICK_PREFIX.len()..]).await
             }
             (Method::Post, path::REVOKE) => {
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    user: String,
-                }
-                let body: Body = req
-                    .json()
-                    .await
-                    .map_err(|e| AppError::internal(format!("revoke body: {e}")))?;
-                self.revoke(now, body.user)
+                let user = revoke_user(&mut req).await?;
+                self.revoke(now, user).await
             }
             (_, other) => Err(AppError::not_found(format!("no object route {other}"))),
+        }
+    }
+
+    /// The routes of a relay: subscribes the owner placed here, its feed,
+    /// and the admin listing, kicks and revocations the owner passes on.
+    async fn serve_relay(
+        &self,
+        now: u64,
+        mut req: Request,
+        route: &str,
+        pairs: &[(String, String)],
+    ) -> AppResult<Response> {
+        match (req.method(), route) {
+            (Method::Get, path::SUBSCRIBE) => {
+                let headers = req.headers();
+                let facts = SubscribeFacts::from_headers(|name| headers.get(name).ok().flatten());
+                self.relay_subscribe(now, &req, pairs, facts).await
+            }
+            (Method::Post, path::FEED) => self.relay_feed(now, &mut req).await,
+            (Method::Get, path::SUBSCRIPTIONS) => {
+                let list = self.with_core(now, |core| Ok(own_entries(core)))?;
+                let body = serde_json::json!({ "subscribers": list });
+                Ok(json_response(200, &body.to_string())?)
+            }
+            (Method::Get, path::LOGS) => self.log_tail(now, pairs),
+            (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
+                self.kick_here(now, &p[path::KICK_PREFIX.len()..])
+            }
+            (Method::Post, path::REVOKE) => {
+                let user = revoke_user(&mut req).await?;
+                let closed = self.revoke_here(now, user)?;
+                revoke_answer(closed)
+            }
+            (_, other) => Err(AppError::not_found(format!("no relay route {other}"))),
         }
     }
 
@@ -70,10 +104,16 @@ impl Character {
     async fn subscribe(
         &self,
         now: u64,
+        req: &Request,
         pairs: &[(String, String)],
         facts: SubscribeFacts,
     ) -> AppResult<Response> {
         let query = parse_subscribe_query(pairs)?;
+        // Past `FANOUT_LIMIT` sockets here, a relay takes it (presence
+        // subscribers excepted).
+        if let Some(resp) = self.place_on_relay(now, req, query.presence).await? {
+            return Ok(resp);
+        }
         self.with_core(now, |core| core.admit())?;
         let info = ClientInfo {
             client_id: random_hex(4),
@@ -199,7 +239,7 @@ impl Character {
     }
 
     /// A reader of the commands after `since` that match `filters`.
-    fn read(
+    pub(super) fn read(
         &self,
         now: u64,
         since: u64,
@@ -226,7 +266,7 @@ impl Character {
     /// Performs the reads `reader` asks for until it is done. SQLite reads
     /// are synchronous, so when this returns no await has passed since the
     /// last of them.
-    async fn drive(&self, now: u64, mut reader: Reader) -> AppResult<Reader> {
+    pub(super) async fn drive(&self, now: u64, mut reader: Reader) -> AppResult<Reader> {
         loop {
             match reader.next() {
                 Need::Done => return Ok(reader),
@@ -251,29 +291,26 @@ impl Character {
         }
     }
 
-    fn subscriptions(&self, now: u64) -> AppResult<Response> {
+    /// The admin listing: this object's sockets and every relay's, each
+    /// entry with `relay` (null here), and `relays`: how many relays hold
+    /// sockets of the character.
+    async fn subscriptions(&self, now: u64) -> AppResult<Response> {
+        let (relayed, relays) = self.relay_listings(now).await?;
         self.with_core(now, |core| {
-            let mut subscribers: Vec<(u64, serde_json::Value)> = core
-                .hub
-                .clients()
-                .map(|(_, c)| {
-                    let entry = serde_json::json!({
-                        "client_id": c.client_id,
-                        "user": c.user,
-                        "topics": c.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                        "presence": c.presence,
-                        "connected_at": c.connected_at,
-                    });
-                    (c.connected_at, entry)
-                })
-                .collect();
-            subscribers.sort_by_key(|(at, _)| *at);
-            let subscribers: Vec<serde_json::Value> =
-                subscribers.into_iter().map(|(_, s)| s).collect();
+            let mut subscribers = own_entries(core);
+            subscribers.extend(relayed);
+            subscribers.sort_by_key(|s| s["connected_at"].as_u64().unwrap_or(0));
             let body = serde_json::json!({
                 "character": core.hub.character().as_str(),
                 "epoch": core.hub.epoch(),
                 "seq": core.hub.seq(),
+                "relays": relays,
+                // Relays this object feeds now (an emptied one leaves at its
+                // next answer), beside `relays`, those holding sockets.
+                "relays_fed": match &core.role {
+                    super::core::Role::Owner { relays } => relays.len(),
+                    super::core::Role::Relay { .. } => 0,
+                },
                 "subscribers": subscribers,
                 "archive": {
                     "unarchived": unarchived(core.archived_through, core.hub.seq()),
@@ -303,21 +340,37 @@ impl Character {
         })
     }
 
-    /// Closes every socket of `user` with 4003 (the router already recorded
-    /// the revocation, so a reconnect is refused).
-    fn revoke(&self, now: u64, user: String) -> AppResult<Response> {
+    /// Closes every socket of `user` with 4003, here and on the relays (the
+    /// router already recorded the revocation, so a reconnect is refused).
+    async fn revoke(&self, now: u64, user: String) -> AppResult<Response> {
+        let closed = self.revoke_here(now, user.clone())?;
+        let relayed = self.revoke_on_relays(now, &user).await?;
+        revoke_answer(closed + relayed)
+    }
+
+    fn revoke_here(&self, now: u64, user: String) -> AppResult<usize> {
         self.with_core(now, |core| {
-            let closed = match core.feed(now, Input::Revoke { user }).first() {
+            Ok(match core.feed(now, Input::Revoke { user }).first() {
                 Some(Reply::Revoked { closed }) => *closed,
                 _ => 0,
-            };
-            let answer = routing::wire::RevokeAnswer { closed };
-            let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
-            Ok(json_response(200, &body)?)
+            })
         })
     }
 
-    fn kick(&self, now: u64, client_id: &str) -> AppResult<Response> {
+    /// Closes a client's socket with 4010, here or on the relay that holds it.
+    async fn kick(&self, now: u64, client_id: &str) -> AppResult<Response> {
+        match self.kick_here(now, client_id) {
+            Err(e) if e.api.code == ErrorCode::NotFound => {
+                match self.kick_on_relays(now, client_id).await? {
+                    Some(resp) => Ok(resp),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn kick_here(&self, now: u64, client_id: &str) -> AppResult<Response> {
         self.with_core(now, |core| {
             let client_id = client_id.to_string();
             match core
@@ -336,4 +389,45 @@ impl Character {
             }
         })
     }
+}
+
+/// This object's sockets as listing entries, oldest first; `relay` names
+/// the relay holding them (null on the character's own object).
+fn own_entries(core: &Core) -> Vec<serde_json::Value> {
+    let relay = Character::listing_relay(core);
+    let mut subscribers: Vec<(u64, serde_json::Value)> = core
+        .hub
+        .clients()
+        .map(|(_, c)| {
+            let entry = serde_json::json!({
+                "client_id": c.client_id,
+                "user": c.user,
+                "topics": c.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "presence": c.presence,
+                "connected_at": c.connected_at,
+                "relay": relay,
+            });
+            (c.connected_at, entry)
+        })
+        .collect();
+    subscribers.sort_by_key(|(at, _)| *at);
+    subscribers.into_iter().map(|(_, s)| s).collect()
+}
+
+async fn revoke_user(req: &mut Request) -> AppResult<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        user: String,
+    }
+    let body: Body = req
+        .json()
+        .await
+        .map_err(|e| AppError::internal(format!("revoke body: {e}")))?;
+    Ok(body.user)
+}
+
+fn revoke_answer(closed: usize) -> AppResult<Response> {
+    let answer = routing::wire::RevokeAnswer { closed };
+    let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
+    Ok(json_response(200, &body)?)
 }

@@ -26,6 +26,8 @@ pub enum Task {
     FlushLogs,
     Report,
     Archive,
+    /// Owner: rows (or a probe) to relay `n`; one request in flight each.
+    Feed(u32),
 }
 
 impl Task {
@@ -37,19 +39,25 @@ impl Task {
             Task::FlushLogs => Duration::ZERO,
             // Registry reports are coalesced over this window.
             Task::Report => Duration::from_millis(200),
-            Task::Archive => Duration::ZERO,
+            Task::Archive | Task::Feed(_) => Duration::ZERO,
         }
     }
 }
 
 /// Starts the tasks that the last handler asked for.
 pub fn start_queued(shared: &Shared, env: &Env) {
-    let queued = match shared.borrow_mut().as_mut() {
-        Some(core) => std::mem::take(&mut core.to_start),
+    let (queued, forwards) = match shared.borrow_mut().as_mut() {
+        Some(core) => (
+            std::mem::take(&mut core.to_start),
+            std::mem::take(&mut core.to_forward),
+        ),
         None => return,
     };
     for task in queued {
         spawn(shared.clone(), env.clone(), task);
+    }
+    for pending in forwards {
+        super::relay::forward_publish(shared.clone(), env.clone(), pending);
     }
 }
 
@@ -71,6 +79,7 @@ fn spawn(shared: Shared, env: Env, task: Task) {
             }
             Task::FlushLogs => flush_logs(&shared, &env).await,
             Task::Report => report(&shared, &env).await,
+            Task::Feed(index) => super::relays::feed(&shared, &env, index).await,
             Task::Archive => {
                 let result = archive_pages(&shared, &env).await;
                 archive_settled(&shared, &result);
@@ -224,8 +233,10 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
             return Ok(());
         };
         core.report_version = super::now_ms().max(core.report_version + 1);
+        // A relay reports under its own name; the registry adds it to its
+        // character's entry.
         let report = RegistryReport {
-            character: core.hub.character().as_str().to_string(),
+            character: core.name.clone(),
             subscribers: core.hub.subscriber_count() as u64,
             topics: core.hub.filter_counts(),
             version: core.report_version,

@@ -8,7 +8,11 @@ use routing::archive;
 use routing::hub::{Hub, Input};
 use routing::topic::CharacterId;
 
-use super::core::Core;
+use routing::relay::Follower;
+use routing::relays::{parse_relay_name, RelaySet};
+
+use super::core::{Core, Role};
+use super::relay::RELAY_LAST;
 use super::tasks::Task;
 use super::{attachment, random_hex, AppResult, Character};
 use crate::config::Config;
@@ -35,17 +39,24 @@ impl Character {
         if stored_name.as_deref() != Some(name.as_str()) {
             store.set_meta("character", &name)?;
         }
-        let character = CharacterId::parse(&name)
-            .map_err(|e| AppError::internal(format!("object name: {e}")))?;
-        let epoch = match store.meta("epoch")? {
-            Some(e) => e,
-            None => {
+        let config = Config::cached(&self.env);
+        // A relay's name is its character's plus `~r<n>` (`routing::relays`).
+        let relay = parse_relay_name(&name);
+        let character = match &relay {
+            Some((character, _)) => character.clone(),
+            None => CharacterId::parse(&name)
+                .map_err(|e| AppError::internal(format!("object name: {e}")))?,
+        };
+        let epoch = match (store.meta("epoch")?, &relay) {
+            (Some(e), _) => e,
+            // A relay learns its epoch from the owner's first request.
+            (None, Some(_)) => String::new(),
+            (None, None) => {
                 let e = format!("{now:x}{}", random_hex(2));
                 store.set_meta("epoch", &e)?;
                 e
             }
         };
-        let config = Config::cached(&self.env);
         let page_size = match store.meta_u64("page_size")? {
             Some(size) if size > 0 => size,
             _ => {
@@ -55,18 +66,42 @@ impl Character {
             }
         };
         let archived_through = store.meta_u64("archived_through")?.unwrap_or(0);
-        let mut hub = Hub::new(
-            character,
-            epoch,
-            store.latest_seq()?,
-            config.batch_window_ms,
-        )
-        .with_refresh(config.registry_lease_ms / 2);
-        for row in store.recent_ids(now)? {
-            hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
-        }
+        let latest = match relay {
+            Some(_) => store.meta_u64(RELAY_LAST)?.unwrap_or(0),
+            None => store.latest_seq()?,
+        };
+        let mut hub = Hub::new(character, epoch.clone(), latest, config.batch_window_ms)
+            .with_refresh(config.registry_lease_ms / 2);
+        let role = match relay {
+            Some((_, index)) => Role::Relay {
+                index,
+                follower: Follower::new(epoch, latest),
+                pending: 0,
+            },
+            None => {
+                for row in store.recent_ids(now)? {
+                    hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
+                }
+                let mut relays = RelaySet::new(config.fanout_limit);
+                for (index, sockets) in store.relays()? {
+                    relays.restore(index, sockets);
+                }
+                Role::Owner { relays }
+            }
+        };
         let storage = self.state.storage();
-        let mut core = Core::new(hub, store, config, archived_through, page_size, storage);
+        let mut core = Core::new(
+            hub,
+            role,
+            name.clone(),
+            store,
+            config,
+            archived_through,
+            page_size,
+            storage,
+        );
+        // Relays fed before the restart: a probe each finds where it is.
+        core.feed_relays();
         // Events buffered before the restart: their flush deadline (the
         // alarm, armed when this event settles) counts from the oldest.
         core.logbuf.recount(core.store.logs.held()?);

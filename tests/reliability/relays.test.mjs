@@ -1,0 +1,194 @@
+// Hot characters on relay objects (docs/protocol.md, "Relays"): with
+// FANOUT_LIMIT=50, 500 real WebSocket subscribers of one character are
+// spread over the character's own object and at least 9 relays; every one
+// gets each of 100 commands exactly once, in seq order. Then the runtime is
+// killed with SIGKILL in the middle of a publish stream and restarted on
+// the same state: every subscriber resumes with since/epoch (through
+// whichever object now holds it) and ends with every acknowledged seq once,
+// in order. Also: an admin kick reaches a relay-held socket (4010), and a
+// relay whose sockets all left stops being fed.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import WebSocket from "ws";
+import { start as startIn, sleep, progress } from "./helpers.mjs";
+
+const N = Number(process.env.RELAY_SUBSCRIBERS ?? 500);
+const FANOUT = 50;
+const VARS = { FANOUT_LIMIT: String(FANOUT), MAX_SUBSCRIBERS: "5000" };
+const STATE = mkdtempSync(join(tmpdir(), "gateway-relays-"));
+let server = null;
+const sockets = new Set();
+
+after(async () => {
+  for (const ws of sockets) ws.terminate();
+  await server?.kill();
+  rmSync(STATE, { recursive: true, force: true });
+});
+
+function subscriber(base, character, since, epoch) {
+  const q = new URLSearchParams({ topics: ">" });
+  if (since !== undefined) { q.set("since", String(since)); q.set("epoch", epoch); }
+  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?${q}`, { closeTimeout: 500, handshakeTimeout: 20_000 });
+  sockets.add(ws);
+  const s = { ws, seqs: [], welcome: null, recovered: null, closeCode: null };
+  ws.on("message", (d) => {
+    const f = JSON.parse(d.toString());
+    if (f.type === "welcome") s.welcome = f;
+    else if (f.type === "command") s.seqs.push(f.seq);
+    else if (f.type === "recovered") s.recovered = f;
+  });
+  s.closed = new Promise((resolve) => ws.on("close", (code) => { s.closeCode = code; sockets.delete(ws); resolve(code); }));
+  ws.on("error", () => {});
+  s.ready = new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("unexpected-response", (_q, r) => reject(new Error(`upgrade refused ${r.statusCode}`)));
+    ws.once("error", reject);
+  });
+  return s;
+}
+
+async function until(pred, ms, what) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (await pred()) return; await sleep(50); }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Opens subscribers in batches (placement fills one object after another). */
+async function openMany(base, character, n, resumeFrom) {
+  const subs = [];
+  for (let i = 0; i < n; i += 50) {
+    const batch = Array.from({ length: Math.min(50, n - i) }, (_, k) => {
+      const prev = resumeFrom?.[i + k];
+      return subscriber(base, character, prev?.since, prev?.epoch);
+    });
+    await Promise.all(batch.map((s) => s.ready));
+    subs.push(...batch);
+  }
+  return subs;
+}
+
+const listing = async (base, character) =>
+  (await fetch(`${base}/v1/admin/characters/${character}/subscriptions`)).json();
+
+async function publish(base, character, i) {
+  const r = await fetch(`${base}/v1/characters/${character}/commands`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "step", params: { i } }),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  return (await r.json()).seqs[0];
+}
+
+function assertEverySeqOnce(all, upTo, who) {
+  assert.deepEqual(all, Array.from({ length: upTo }, (_, k) => k + 1), `${who}: every seq 1..${upTo} once, in order`);
+}
+
+test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets every command once, in order`, { timeout: 600_000 }, async () => {
+  const character = `hot-${Date.now().toString(36)}`;
+  const srv = server = await startIn(STATE, { vars: VARS });
+  const subs = await openMany(srv.url, character, N);
+  await until(() => subs.every((s) => s.welcome), 30_000, "welcome");
+  const l = await listing(srv.url, character);
+  assert.equal(l.subscribers.length, N, "the listing counts every socket wherever held");
+  const holders = new Map();
+  for (const e of l.subscribers) holders.set(e.relay, (holders.get(e.relay) ?? 0) + 1);
+  progress(`placement: ${JSON.stringify([...holders])}`);
+  assert.ok(holders.size >= 10, `spread over ${holders.size} objects`);
+  assert.equal(l.relays, holders.size - 1, "`relays` counts the relays holding sockets");
+  for (const [, n] of holders) assert.ok(n <= FANOUT, `an object holds ${n} > FANOUT_LIMIT`);
+  assert.equal(holders.get(null), FANOUT, "the character's own object holds FANOUT_LIMIT");
+  // The global listing counts relay-held sockets under the character.
+  await until(async () => {
+    const g = await (await fetch(`${srv.url}/v1/admin/subscriptions`)).json();
+    return g.characters.some((c) => c.character === character && c.subscribers === N);
+  }, 10_000, "the global listing to count every socket");
+
+  for (let i = 1; i <= 100; i++) await publish(srv.url, character, i);
+  await until(() => subs.every((s) => s.seqs.length >= 100), 30_000, "every command everywhere");
+  await sleep(300);
+  for (const [i, s] of subs.entries()) assertEverySeqOnce(s.seqs, 100, `subscriber ${i}`);
+  console.log(`relays: ${N} subscribers over ${holders.size} objects, 100 commands each exactly once in order`);
+
+  // Kick a relay-held socket: 4010.
+  const relayHeld = l.subscribers.find((e) => e.relay !== null);
+  const kicked = subs.find((s) => s.welcome.client_id === relayHeld.client_id);
+  const k = await fetch(`${srv.url}/v1/admin/characters/${character}/subscriptions/${relayHeld.client_id}`, { method: "DELETE" });
+  assert.equal(k.status, 200);
+  assert.equal(await kicked.closed, 4010, "a relay-held socket kicked with 4010");
+
+  // Empty one relay: its sockets leave, the next publish finds it empty
+  // and the owner stops feeding it.
+  const before = await listing(srv.url, character);
+  const last = [...new Set(before.subscribers.map((e) => e.relay).filter((r) => r !== null))].sort().at(-1);
+  const leaving = new Set(before.subscribers.filter((e) => e.relay === last).map((e) => e.client_id));
+  const gone = subs.filter((s) => leaving.has(s.welcome.client_id));
+  for (const s of gone) s.ws.close(1000);
+  await Promise.all(gone.map((s) => s.closed));
+  await sleep(300);
+  await publish(srv.url, character, 101);
+  await until(async () => (await listing(srv.url, character)).relays_fed === before.relays_fed - 1, 10_000, "the emptied relay to leave the fed set");
+  const afterEmpty = await listing(srv.url, character);
+  assert.equal(afterEmpty.relays, before.relays - 1);
+  assert.equal(afterEmpty.subscribers.length, before.subscribers.length - gone.length);
+  console.log(`relays: kick 4010 ok; relay ${last} emptied, fed relays ${before.relays_fed} -> ${afterEmpty.relays_fed}`);
+  for (const s of subs) s.ws.terminate();
+  await server.kill();
+  server = null;
+});
+
+test(`SIGKILL in the middle: ${N} subscribers on relays resume and end with every seq once`, { timeout: 600_000 }, async () => {
+  const character = `hotkill-${Date.now().toString(36)}`;
+  let srv = server = await startIn(STATE, { vars: VARS });
+  let subs = await openMany(srv.url, character, N);
+  await until(() => subs.every((s) => s.welcome), 30_000, "welcome");
+  const epoch = subs[0].welcome.epoch;
+  assert.ok((await listing(srv.url, character)).relays >= 9);
+  // Publish until 50 are acknowledged, then kill with more in flight.
+  const acked = [];
+  let killing = null;
+  let stop = false;
+  const worker = async () => {
+    while (!stop) {
+      try {
+        const r = await fetch(`${srv.url}/v1/characters/${character}/commands`, {
+          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "step" }),
+        });
+        if (r.status === 200) {
+          acked.push((await r.json()).seqs[0]);
+          if (acked.length >= 50 && !stop) { stop = true; killing = srv.kill(); }
+        }
+      } catch { /* died under this request */ }
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  await killing;
+  const history = subs.map((s) => [...s.seqs]);
+  progress(`killed after ${acked.length} acknowledged; restarting`);
+  srv = server = await startIn(STATE, { vars: VARS });
+  const resumeFrom = history.map((h) => ({ since: h.at(-1) ?? 0, epoch }));
+  subs = await openMany(srv.url, character, N, resumeFrom);
+  await until(() => subs.every((s) => s.recovered), 60_000, "every subscriber recovered");
+  const l = await listing(srv.url, character);
+  assert.ok(l.relays >= 9, `resumed sockets spread again: ${l.relays} relays`);
+  for (const s of subs) {
+    assert.equal(s.welcome.epoch, epoch);
+    assert.equal(s.recovered.complete, true);
+    assert.equal(s.recovered.truncated, false);
+  }
+  // The rest of the 100, live.
+  const start = Math.max(...acked);
+  const h = await (await fetch(`${srv.url}/v1/characters/${character}/history?limit=1000`)).json();
+  let top = h.seq;
+  while (top < 100) top = await publish(srv.url, character, top + 1);
+  await until(() => subs.every((s, i) => [...history[i], ...s.seqs].at(-1) >= top), 30_000, "the live rest everywhere");
+  await sleep(300);
+  for (const [i, s] of subs.entries()) {
+    const all = [...history[i], ...s.seqs];
+    for (const a of acked) assert.ok(all.includes(a), `subscriber ${i} missing acknowledged ${a}`);
+    assertEverySeqOnce(all, top, `subscriber ${i}`);
+  }
+  console.log(`relays kill: ${acked.length} acknowledged before the kill (last ${start}), ${N} resumed over ${l.relays + 1} objects, all ${top} seqs once each`);
+  for (const s of subs) s.ws.terminate();
+});
