@@ -39,6 +39,7 @@ function subscriber(base, character, since, epoch) {
     if (f.type === "welcome") s.welcome = f;
     else if (f.type === "command") s.seqs.push(f.seq);
     else if (f.type === "recovered") s.recovered = f;
+    else if (f.type === "published" || f.type === "error") s.answer = f;
   });
   s.closed = new Promise((resolve) => ws.on("close", (code) => { s.closeCode = code; sockets.delete(ws); resolve(code); }));
   ws.on("error", () => {});
@@ -117,6 +118,30 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   const k = await fetch(`${srv.url}/v1/admin/characters/${character}/subscriptions/${relayHeld.client_id}`, { method: "DELETE" });
   assert.equal(k.status, 200);
   assert.equal(await kicked.closed, 4010, "a relay-held socket kicked with 4010");
+  const live = subs.filter((s) => s !== kicked);
+
+  // The next publish tells the owner that relay has room again; a resume
+  // placed there replays from the relay's ring, then goes on live.
+  await publish(srv.url, character, 101);
+  const resumed = subscriber(srv.url, character, 95, subs[0].welcome.epoch);
+  await resumed.ready;
+  await until(() => resumed.recovered, 10_000, "the resume on a relay");
+  assert.deepEqual(resumed.seqs, [96, 97, 98, 99, 100, 101]);
+  assert.equal(resumed.recovered.complete, true);
+  assert.equal(resumed.recovered.truncated, false);
+  assert.equal(resumed.recovered.seq, 101);
+  const where = (await listing(srv.url, character)).subscribers.find((e) => e.client_id === resumed.welcome.client_id);
+  assert.equal(where.relay, relayHeld.relay, "placed on the relay that had room");
+
+  // A publish frame on a relay-held socket goes to the character's object.
+  resumed.ws.send(JSON.stringify({ type: "publish", ref: "p1", name: "wave" }));
+  await until(() => resumed.answer, 10_000, "the answer to a relayed publish");
+  assert.equal(resumed.answer.type, "published", JSON.stringify(resumed.answer));
+  assert.equal(resumed.answer.seq, 102);
+  assert.equal(resumed.answer.ref, "p1");
+  subs.push(resumed);
+  await until(() => live.concat(resumed).every((s) => s.seqs.at(-1) === 102), 10_000, "the relayed publish everywhere");
+  for (const [i, s] of live.entries()) assertEverySeqOnce(s.seqs, 102, `subscriber ${i} after the relayed publish`);
 
   // Empty one relay: its sockets leave, the next publish finds it empty
   // and the owner stops feeding it.
@@ -127,7 +152,7 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   for (const s of gone) s.ws.close(1000);
   await Promise.all(gone.map((s) => s.closed));
   await sleep(300);
-  await publish(srv.url, character, 101);
+  await publish(srv.url, character, 103);
   await until(async () => (await listing(srv.url, character)).relays_fed === before.relays_fed - 1, 10_000, "the emptied relay to leave the fed set");
   const afterEmpty = await listing(srv.url, character);
   assert.equal(afterEmpty.relays, before.relays - 1);
