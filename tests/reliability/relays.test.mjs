@@ -35,6 +35,7 @@ function subscriber(base, character, since, epoch) {
   sockets.add(ws);
   const s = { ws, seqs: [], welcome: null, recovered: null, closeCode: null };
   ws.on("message", (d) => {
+    if (d.toString() === "pong") return;
     const f = JSON.parse(d.toString());
     if (f.type === "welcome") s.welcome = f;
     else if (f.type === "command") s.seqs.push(f.seq);
@@ -216,4 +217,52 @@ test(`SIGKILL in the middle: ${N} subscribers on relays resume and end with ever
   }
   console.log(`relays kill: ${acked.length} acknowledged before the kill (last ${start}), ${N} resumed over ${l.relays + 1} objects, all ${top} seqs once each`);
   for (const s of subs) s.ws.terminate();
+});
+
+test("relays hibernate: an evicted relay wakes with its sockets and its place in the stream", { timeout: 240_000 }, async () => {
+  const IDLE_MS = Number(process.env.HIBERNATION_IDLE_MS ?? 25_000);
+  const state = mkdtempSync(join(tmpdir(), "gateway-relays-hib-"));
+  const log = join(state, "wrangler.log");
+  const srv = server = await startIn(state, { logFile: log, logLevel: "log", vars: { FANOUT_LIMIT: "10" } });
+  try {
+    const character = `hothib-${Date.now().toString(36)}`;
+    const subs = await openMany(srv.url, character, 15);
+    await until(() => subs.every((s) => s.welcome), 20_000, "welcome");
+    for (let i = 1; i <= 5; i++) await publish(srv.url, character, i);
+    await until(() => subs.every((s) => s.seqs.length === 5), 10_000, "the first commands");
+    const l = await listing(srv.url, character);
+    assert.equal(l.relays, 1);
+    const relayHeld = subs.filter((s) => l.subscribers.find((e) => e.client_id === s.welcome.client_id).relay !== null);
+    assert.equal(relayHeld.length, 5);
+    progress(`idle ${IDLE_MS} ms with keep-alive pings`);
+    const end = Date.now() + IDLE_MS;
+    while (Date.now() < end) { for (const s of relayHeld) s.ws.send("ping"); await sleep(5_000); }
+    for (let i = 6; i <= 8; i++) await publish(srv.url, character, i);
+    await until(() => subs.every((s) => s.seqs.length >= 8), 15_000, "commands after the eviction");
+    await sleep(300);
+    for (const [i, s] of subs.entries()) assertEverySeqOnce(s.seqs, 8, `subscriber ${i}`);
+    const text = (await import("node:fs")).readFileSync(log, "utf8");
+    assert.ok(text.includes(`character ${character}~r0: woke with 5 sockets`), "the relay was evicted and woke with its sockets");
+    // A resume on the woken relay (its ring is empty: the owner's read).
+    relayHeld[0].ws.close(1000);
+    await relayHeld[0].closed;
+    await publish(srv.url, character, 9);
+    const back = subscriber(srv.url, character, 3, subs[0].welcome.epoch);
+    await back.ready;
+    await until(() => back.recovered, 10_000, "the resume");
+    assert.deepEqual(back.seqs, [4, 5, 6, 7, 8, 9]);
+    assert.equal(back.recovered.complete, true);
+    const where = (await listing(srv.url, character)).subscribers.find((e) => e.client_id === back.welcome.client_id);
+    assert.equal(where.relay, "r0");
+    await publish(srv.url, character, 10);
+    await until(() => back.seqs.at(-1) === 10, 10_000, "live after the resume");
+    assert.deepEqual(back.seqs, [4, 5, 6, 7, 8, 9, 10]);
+    console.log("relays hibernation: the relay woke with 5 sockets, delivery and resume exact");
+    for (const s of subs) s.ws.terminate();
+    back.ws.terminate();
+  } finally {
+    await srv.kill();
+    server = null;
+    rmSync(state, { recursive: true, force: true });
+  }
 });
