@@ -91,6 +91,9 @@ pub struct Core {
     pub alarm_at: Option<u64>,
     /// Relay role: client publishes to forward to the owner.
     pub to_forward: Vec<Pending>,
+    /// Owner: the last feed body, keyed by (after, lost, seq), shared by
+    /// relays at the same place in the stream.
+    pub feed_cache: Option<((u64, bool, u64), Rc<str>)>,
 }
 
 impl Core {
@@ -130,6 +133,7 @@ impl Core {
             report_version: 0,
             alarm_at: None,
             to_forward: Vec::new(),
+            feed_cache: None,
             config,
         }
     }

@@ -5,6 +5,8 @@
 //! relays ask for, and the admin listing, kicks and revocations that reach
 //! relay-held sockets.
 
+use std::rc::Rc;
+
 use futures_util::future::join_all;
 use routing::archive::{decode_rows, rows_value};
 use routing::catalogue::{MAX_FEED_ROWS, RESUME_MAX_PAGES};
@@ -280,8 +282,8 @@ impl Character {
 pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> {
     for _ in 0..FEED_ROUNDS {
         let next = {
-            let guard = shared.borrow();
-            let Some(core) = guard.as_ref() else {
+            let mut guard = shared.borrow_mut();
+            let Some(core) = guard.as_mut() else {
                 return Ok(());
             };
             let Role::Owner { relays } = &core.role else {
@@ -295,15 +297,26 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
                     // relay cannot be brought over that gap, it restarts.
                     let lost = after < core.archived_through;
                     let after = after.max(core.archived_through);
-                    let rows = core.store.after(after, MAX_FEED_ROWS)?;
-                    let body = FeedBody {
-                        epoch: core.hub.epoch().to_string(),
-                        after,
-                        lost,
-                        rows: rows_value(&rows),
+                    // Relays at the same place (the usual case after a
+                    // publish) share one read and one body.
+                    let key = (after, lost, seq);
+                    let body = match &core.feed_cache {
+                        Some((k, body)) if *k == key => Rc::clone(body),
+                        _ => {
+                            let rows = core.store.after(after, MAX_FEED_ROWS)?;
+                            let body = FeedBody {
+                                epoch: core.hub.epoch().to_string(),
+                                after,
+                                lost,
+                                rows: rows_value(&rows),
+                            };
+                            let body: Rc<str> = serde_json::to_string(&body)
+                                .map_err(|e| worker::Error::RustError(e.to_string()))?
+                                .into();
+                            core.feed_cache = Some((key, Rc::clone(&body)));
+                            body
+                        }
                     };
-                    let body = serde_json::to_string(&body)
-                        .map_err(|e| worker::Error::RustError(e.to_string()))?;
                     Some((relay_name(core.hub.character(), index), body))
                 }
             }

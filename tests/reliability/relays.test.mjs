@@ -92,6 +92,14 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   const srv = server = await startIn(STATE, { vars: VARS });
   const subs = await openMany(srv.url, character, N);
   await until(() => subs.every((s) => s.welcome), 30_000, "welcome");
+  // Presence subscribers stay with the character's own object, past FANOUT_LIMIT.
+  const p = new WebSocket(`${srv.url.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?presence=true`);
+  sockets.add(p);
+  const pWelcome = await new Promise((resolve, reject) => { p.once("message", (d) => resolve(JSON.parse(d.toString()))); p.once("error", reject); });
+  const pEntry = (await listing(srv.url, character)).subscribers.find((e) => e.client_id === pWelcome.client_id);
+  assert.equal(pEntry.relay, null, "a presence subscriber is held by the character's own object");
+  p.terminate();
+  await until(async () => (await listing(srv.url, character)).subscribers.length === N, 10_000, "the presence socket gone");
   const l = await listing(srv.url, character);
   assert.equal(l.subscribers.length, N, "the listing counts every socket wherever held");
   const holders = new Map();
@@ -223,7 +231,7 @@ test("relays hibernate: an evicted relay wakes with its sockets and its place in
   const IDLE_MS = Number(process.env.HIBERNATION_IDLE_MS ?? 25_000);
   const state = mkdtempSync(join(tmpdir(), "gateway-relays-hib-"));
   const log = join(state, "wrangler.log");
-  const srv = server = await startIn(state, { logFile: log, logLevel: "log", vars: { FANOUT_LIMIT: "10" } });
+  const srv = server = await startIn(state, { logFile: log, logLevel: "log", vars: { FANOUT_LIMIT: "10", MAX_SUBSCRIBERS: "15" } });
   try {
     const character = `hothib-${Date.now().toString(36)}`;
     const subs = await openMany(srv.url, character, 15);
@@ -234,6 +242,20 @@ test("relays hibernate: an evicted relay wakes with its sockets and its place in
     assert.equal(l.relays, 1);
     const relayHeld = subs.filter((s) => l.subscribers.find((e) => e.client_id === s.welcome.client_id).relay !== null);
     assert.equal(relayHeld.length, 5);
+    // MAX_SUBSCRIBERS counts relay-held sockets: the 16th is refused before the upgrade.
+    const full = await new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${srv.url.replace(/^http/, "ws")}/v1/characters/${character}/subscribe`);
+      ws.once("open", () => { ws.terminate(); reject(new Error("a 16th socket was opened")); });
+      ws.once("unexpected-response", (_q, res) => {
+        let body = "";
+        res.on("data", (d) => { body += d; });
+        res.on("end", () => resolve({ status: res.statusCode, retry: res.headers["retry-after"], body: JSON.parse(body) }));
+      });
+      ws.once("error", () => {});
+    });
+    assert.equal(full.status, 503);
+    assert.equal(full.body.error.code, "character_full");
+    assert.ok(full.retry, "Retry-After");
     progress(`idle ${IDLE_MS} ms with keep-alive pings`);
     const end = Date.now() + IDLE_MS;
     while (Date.now() < end) { for (const s of relayHeld) s.ws.send("ping"); await sleep(5_000); }
