@@ -175,6 +175,16 @@ thread_local! {
     static CHARACTERS: std::cell::RefCell<Option<Namespace>> = const { std::cell::RefCell::new(None) };
 }
 
+/// The namespace of scene objects (`SCENES`).
+fn scenes(env: &Env) -> std::result::Result<Namespace, AppError> {
+    let value = js_sys::Reflect::get(env, &"SCENES".into())
+        .map_err(|e| AppError::internal(js_message(&e)))?;
+    if value.is_undefined() {
+        return Err(AppError::internal("no SCENES binding"));
+    }
+    Ok(value.unchecked_into())
+}
+
 fn characters(env: &Env) -> std::result::Result<Namespace, AppError> {
     if let Some(ns) = CHARACTERS.with(|c| c.borrow().clone()) {
         return Ok(ns);
@@ -228,6 +238,35 @@ pub async fn upgrade_to_object(
     fetch_object(env, character, &req).await
 }
 
+/// A scene subscribe's upgrade, forwarded to the scene object `name` (the
+/// `SCENES` namespace) with the caller's facts.
+pub async fn upgrade_to_scene(
+    env: &Env,
+    name: &str,
+    url: &str,
+    facts: &[(&str, String)],
+) -> std::result::Result<Response, AppError> {
+    let build = || -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
+        let headers = web_sys::Headers::new()?;
+        headers.set("upgrade", "websocket")?;
+        headers.set(H_CHARACTER, name)?;
+        for (k, value) in facts {
+            headers.set(k, value)?;
+        }
+        let init = web_sys::RequestInit::new();
+        init.set_method("GET");
+        init.set_headers(&headers);
+        web_sys::Request::new_with_str_and_init(url, &init)
+    };
+    let req = build().map_err(js_error)?;
+    let stub = scenes(env)?.get_by_name(name).map_err(js_error)?;
+    let answer = JsFuture::from(stub.fetch(&req).map_err(js_error)?)
+        .await
+        .map_err(js_error)?;
+    let resp: web_sys::Response = answer.dyn_into().map_err(js_error)?;
+    Ok(resp.into())
+}
+
 fn js_error(e: wasm_bindgen::JsValue) -> AppError {
     AppError::internal(js_message(&e))
 }
@@ -257,11 +296,35 @@ pub async fn post_to_name(
     path: &str,
     body: &wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
+    let stub = characters(env)?
+        .get_by_name(name)
+        .map_err(|e| AppError::internal(js_message(&e)))?;
+    post_to_stub(&stub, name, path, body).await
+}
+
+/// [`post_to_name`] for a scene object (the `SCENES` namespace).
+pub async fn post_to_scene(
+    env: &Env,
+    name: &str,
+    path: &str,
+    body: &wasm_bindgen::JsValue,
+) -> std::result::Result<Response, AppError> {
+    let stub = scenes(env)?
+        .get_by_name(name)
+        .map_err(|e| AppError::internal(js_message(&e)))?;
+    post_to_stub(&stub, name, path, body).await
+}
+
+async fn post_to_stub(
+    stub: &ObjectStub,
+    name: &str,
+    path: &str,
+    body: &wasm_bindgen::JsValue,
+) -> std::result::Result<Response, AppError> {
     let js = |e: wasm_bindgen::JsValue| AppError::internal(js_message(&e));
     let url = format!("https://character{path}");
     let req = json_post(&url, body, None).map_err(js)?;
     req.headers().set(H_CHARACTER, name).map_err(js)?;
-    let stub = characters(env)?.get_by_name(name).map_err(js)?;
     let answer = JsFuture::from(stub.fetch(&req).map_err(js)?)
         .await
         .map_err(js)?;

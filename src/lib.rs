@@ -14,10 +14,12 @@ mod registry;
 mod revoke;
 mod router;
 mod say;
+mod scene;
 mod store;
 
 pub use character::Character;
 pub use registry::Registry;
+pub use scene::Scene;
 use worker::worker_sys::web_sys;
 use worker::{event, Context, Env, Response, Result};
 

@@ -198,6 +198,12 @@ async fn dispatch(
             check(&p, Action::Subscribe, Some(&character))?;
             subscribe(req, env, &character, &p).await
         }
+        Route::SceneSubscribe => {
+            websocket_origin(settings.socket_origins.as_ref(), origin)?;
+            let token = req.query_pairs().into_iter().find(|(k, _)| k == "token");
+            let p = principal(&req, env, settings, token.as_ref().map(|(_, v)| v.as_str())).await?;
+            scene_subscribe(req, env, &p).await
+        }
         Route::Publish(character) => {
             let p = authorized(&req, env, settings, Action::Publish, Some(&character)).await?;
             guard::publish_allowed(env, &p).await?;
@@ -284,6 +290,35 @@ async fn subscribe(
     };
     let url = object_url(object_path::SUBSCRIBE, &req);
     upgrade_to_object(env, character, &url, &facts.headers()).await
+}
+
+/// A scene socket (`GET /v1/subscribe?characters=`): the query is checked
+/// (400), then the caller's rights on every character (403), then the
+/// upgrade; the socket may publish only when the caller may publish to
+/// every character. Forwarded to the scene's object.
+async fn scene_subscribe(req: Incoming, env: &Env, principal: &Principal) -> Handled {
+    let query = routing::scene::parse_scene_query(&req.query_pairs())?;
+    for c in &query.characters {
+        check(principal, Action::Subscribe, Some(c))?;
+    }
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(AppError::new(
+            ErrorCode::UpgradeRequired,
+            "subscribe needs a WebSocket upgrade (Upgrade: websocket)",
+        ));
+    }
+    let facts = SubscribeFacts {
+        user: match principal {
+            Principal::Token(claims) => Some(claims.sub.clone()),
+            _ => None,
+        },
+        can_publish: query.characters.iter().all(|c| can_publish(principal, c)),
+        expires_ms: token_expiry(principal).map(|exp| exp.saturating_mul(1000)),
+    };
+    let name = routing::scene::scene_name(&query.characters);
+    let url = object_url(object_path::SUBSCRIBE, &req);
+    crate::forward::upgrade_to_scene(env, &name, &url, &facts.headers()).await
 }
 
 /// The body goes to the object as the runtime's stream, without a copy into

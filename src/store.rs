@@ -170,6 +170,10 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS relays (idx INTEGER PRIMARY KEY, sockets INTEGER NOT NULL)",
             None,
         )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS scenes (name TEXT PRIMARY KEY)",
+            None,
+        )?;
         Ok(Self {
             logs: LogStore::open(sql.clone())?,
             sql,
@@ -420,6 +424,36 @@ impl Store {
             "DELETE FROM relays WHERE idx = ?",
             vec![int(u64::from(index))],
         )?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct SceneRow {
+    name: String,
+}
+
+impl Store {
+    /// The scene objects the character's object feeds, by name.
+    pub fn scenes(&self) -> worker::Result<Vec<String>> {
+        let rows: Vec<SceneRow> = self
+            .sql
+            .exec("SELECT name FROM scenes ORDER BY name", None)?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
+    }
+
+    pub fn add_scene(&self, name: &str) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT OR IGNORE INTO scenes (name) VALUES (?)",
+            vec![name.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn drop_scene(&self, name: &str) -> worker::Result<()> {
+        self.sql
+            .exec("DELETE FROM scenes WHERE name = ?", vec![name.into()])?;
         Ok(())
     }
 }

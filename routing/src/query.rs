@@ -25,9 +25,12 @@ pub struct HistoryQuery {
 
 pub const HISTORY_DEFAULT_LIMIT: u64 = 100;
 pub const HISTORY_MAX_LIMIT: u64 = 1000;
-const MAX_EPOCH_LEN: usize = 128;
+pub(crate) const MAX_EPOCH_LEN: usize = 128;
 
-fn once<'a>(pairs: &'a [(String, String)], key: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn once<'a>(
+    pairs: &'a [(String, String)],
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
     let mut found = None;
     for (k, v) in pairs {
         if k == key {
@@ -73,7 +76,7 @@ fn limit_param(pairs: &[(String, String)], default: u64, max: u64) -> Result<u64
     }
 }
 
-fn topics_param(pairs: &[(String, String)]) -> Result<Vec<TopicFilter>, ApiError> {
+pub(crate) fn topics_param(pairs: &[(String, String)]) -> Result<Vec<TopicFilter>, ApiError> {
     parse_filter_csv(once(pairs, "topics")?.unwrap_or("")).map_err(ApiError::from)
 }
 

@@ -71,6 +71,8 @@ pub enum Placement {
 pub struct RelaySet {
     fanout: usize,
     relays: BTreeMap<u32, Relay>,
+    /// Scene objects fed beside the numbered relays (`scene_feeds`).
+    pub scenes: crate::scene_feeds::SceneFeeds,
 }
 
 impl RelaySet {
@@ -79,6 +81,7 @@ impl RelaySet {
         Self {
             fanout: fanout.max(1),
             relays: BTreeMap::new(),
+            scenes: crate::scene_feeds::SceneFeeds::default(),
         }
     }
 

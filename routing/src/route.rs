@@ -30,6 +30,8 @@ pub enum Route {
     Say(CharacterId),
     /// `POST /v1/broadcast`.
     Broadcast,
+    /// `GET /v1/subscribe?characters=...`: a scene socket.
+    SceneSubscribe,
     /// `GET /v1/admin/subscriptions`.
     AdminSubscriptions,
     /// `GET /v1/admin/characters/{character}/subscriptions`.
@@ -77,6 +79,7 @@ impl Route {
             Route::Health
             | Route::Preflight(_)
             | Route::Broadcast
+            | Route::SceneSubscribe
             | Route::AdminSubscriptions
             | Route::AdminLogs
             | Route::AdminRevoke => None,
@@ -183,6 +186,7 @@ enum Shape<'a> {
     Health,
     Character(&'a str, &'a str),
     Broadcast,
+    Scene,
     AdminSubscriptions,
     AdminCharacterSubscriptions(&'a str),
     AdminKick(&'a str, &'a str),
@@ -202,7 +206,7 @@ impl Shape<'_> {
     fn is_admin(&self) -> bool {
         !matches!(
             self,
-            Shape::Health | Shape::Character(..) | Shape::Broadcast
+            Shape::Health | Shape::Character(..) | Shape::Broadcast | Shape::Scene
         )
     }
 
@@ -220,6 +224,7 @@ impl Shape<'_> {
                 }
             }
             Shape::Broadcast => Route::Broadcast,
+            Shape::Scene => Route::SceneSubscribe,
             Shape::AdminSubscriptions => Route::AdminSubscriptions,
             Shape::AdminCharacterSubscriptions(name) => {
                 Route::AdminCharacterSubscriptions(character(name)?)
@@ -241,6 +246,7 @@ fn shape<'a>(segments: &[&'a str]) -> Option<Shape<'a>> {
             Shape::Character(name, action)
         }
         ["v1", "broadcast"] => Shape::Broadcast,
+        ["v1", "subscribe"] => Shape::Scene,
         ["v1", "admin", "subscriptions"] => Shape::AdminSubscriptions,
         ["v1", "admin", "characters", name, "subscriptions"] => {
             Shape::AdminCharacterSubscriptions(name)

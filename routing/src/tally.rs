@@ -86,6 +86,7 @@ pub fn route_label(route: Option<&Route>) -> &'static str {
         Some(Route::History(_)) => "history",
         Some(Route::Say(_)) => "say",
         Some(Route::Broadcast) => "broadcast",
+        Some(Route::SceneSubscribe) => "scene.subscribe",
         Some(Route::AdminSubscriptions) => "admin.subscriptions",
         Some(Route::AdminCharacterSubscriptions(_)) => "admin.character",
         Some(Route::AdminKick { .. }) => "admin.kick",

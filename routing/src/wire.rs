@@ -27,6 +27,9 @@ pub mod path {
     /// Character object: a resume read for a relay-held socket (GET, the
     /// subscribe query; answers [`super::ReplayAnswer`]).
     pub const REPLAY: &str = "/relay/replay";
+    /// Character object: a scene object asks to be fed (POST
+    /// [`super::SceneJoin`]; answers [`super::JoinAnswer`]).
+    pub const SCENE_JOIN: &str = "/scene/join";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
     pub const LIST: &str = "/list";
@@ -128,6 +131,22 @@ pub struct FeedBody {
     #[serde(default)]
     pub lost: bool,
     pub rows: serde_json::Value,
+    /// To a scene object: whose rows these are (absent for a relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub character: Option<String>,
+}
+
+/// A scene object asking a character's object to feed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneJoin {
+    pub scene: String,
+}
+
+/// The character's place when a scene joined: its epoch and latest seq.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    pub epoch: String,
+    pub seq: u64,
 }
 
 /// A relay's answer to a feed: the last seq it applied and the sockets it

@@ -399,12 +399,15 @@ impl Core {
     /// Owner: asks for a feed of every relay (one request in flight each,
     /// later rows coalesced into the next).
     pub fn feed_relays(&mut self) {
-        let indices = match &self.role {
-            Role::Owner { relays } => relays.indices(),
+        let (indices, slots) = match &self.role {
+            Role::Owner { relays } => (relays.indices(), relays.scenes.slots()),
             Role::Relay { .. } => return,
         };
         for i in indices {
             self.request(Task::Feed(i));
+        }
+        for s in slots {
+            self.request(Task::FeedScene(s));
         }
     }
 

@@ -19,11 +19,12 @@
 //! * `relay.rs`: the relay role (`<character>~r<n>`): sockets and delivery
 //!   only, fed by the character's own object.
 
-mod attachment;
+pub(crate) mod attachment;
 mod core;
 mod relay;
 mod relays;
 mod requests;
+mod scenes;
 mod tasks;
 mod wake;
 
@@ -37,6 +38,7 @@ use worker::{
 };
 
 use self::core::{Core, Shared};
+pub use self::relays::rows_of;
 use crate::error::AppError;
 
 type AppResult<T> = std::result::Result<T, AppError>;

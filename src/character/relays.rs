@@ -28,7 +28,7 @@ use crate::forward::post_to_name;
 const PLACE_ATTEMPTS: usize = 3;
 /// Most feed requests one run of a relay's feed task makes; a relay that
 /// is still behind is fed again by the next publish or wake.
-const FEED_ROUNDS: usize = 64;
+pub(super) const FEED_ROUNDS: usize = 64;
 
 /// A stub of the object named `name` (a character or one of its relays).
 pub fn named_stub(env: &Env, name: &str) -> AppResult<Stub> {
@@ -309,6 +309,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
                                 after,
                                 lost,
                                 rows: rows_value(&rows),
+                                character: None,
                             };
                             let body: Rc<str> = serde_json::to_string(&body)
                                 .map_err(|e| worker::Error::RustError(e.to_string()))?

@@ -51,6 +51,7 @@ impl Character {
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,
             (Method::Get, path::REPLAY) => self.replay_for_relay(now, &pairs).await,
+            (Method::Post, path::SCENE_JOIN) => self.scene_join(now, &mut req).await,
             (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now).await,
             (Method::Get, path::LOGS) => self.log_tail(now, &pairs),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
@@ -309,6 +310,16 @@ impl Character {
                 // next answer), beside `relays`, those holding sockets.
                 "relays_fed": match &core.role {
                     super::core::Role::Owner { relays } => relays.len(),
+                    super::core::Role::Relay { .. } => 0,
+                },
+                // Scene objects this object feeds, and the sockets they
+                // held at their last feed answers (not listed one by one).
+                "scenes": match &core.role {
+                    super::core::Role::Owner { relays } => relays.scenes.len(),
+                    super::core::Role::Relay { .. } => 0,
+                },
+                "scene_sockets": match &core.role {
+                    super::core::Role::Owner { relays } => relays.scenes.sockets(),
                     super::core::Role::Relay { .. } => 0,
                 },
                 "subscribers": subscribers,

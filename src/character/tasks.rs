@@ -28,6 +28,8 @@ pub enum Task {
     Archive,
     /// Owner: rows (or a probe) to relay `n`; one request in flight each.
     Feed(u32),
+    /// Owner: rows (or a probe) to the scene object in slot `n`.
+    FeedScene(u32),
 }
 
 impl Task {
@@ -39,7 +41,7 @@ impl Task {
             Task::FlushLogs => Duration::ZERO,
             // Registry reports are coalesced over this window.
             Task::Report => Duration::from_millis(200),
-            Task::Archive | Task::Feed(_) => Duration::ZERO,
+            Task::Archive | Task::Feed(_) | Task::FeedScene(_) => Duration::ZERO,
         }
     }
 }
@@ -80,6 +82,7 @@ fn spawn(shared: Shared, env: Env, task: Task) {
             Task::FlushLogs => flush_logs(&shared, &env).await,
             Task::Report => report(&shared, &env).await,
             Task::Feed(index) => super::relays::feed(&shared, &env, index).await,
+            Task::FeedScene(slot) => super::scenes::feed_scene(&shared, &env, slot).await,
             Task::Archive => {
                 let result = archive_pages(&shared, &env).await;
                 archive_settled(&shared, &result);

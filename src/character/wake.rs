@@ -86,6 +86,9 @@ impl Character {
                 for (index, sockets) in store.relays()? {
                     relays.restore(index, sockets);
                 }
+                for scene in store.scenes()? {
+                    relays.scenes.restore(&scene);
+                }
                 Role::Owner { relays }
             }
         };

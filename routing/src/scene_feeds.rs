@@ -1,0 +1,170 @@
+//! The scene objects a character's own object (the owner) feeds, as the
+//! owner sees them: like its numbered relays (`relays`), each is fed the
+//! stored rows in seq order with one request in flight, from the seq it
+//! last acknowledged, and leaves the set when it answers that it holds no
+//! sockets. A scene joins by asking (`POST /scene/join`, each time it
+//! accepts a socket); a join made while a feed was in flight keeps the
+//! scene in the set even if that feed's answer says 0 sockets (the answer
+//! may predate the socket). At most [`MAX_SCENE_FEEDS`] scenes per
+//! character; a join past it is refused (`character_full`).
+
+use std::collections::BTreeMap;
+
+/// Most scene objects one character feeds.
+pub const MAX_SCENE_FEEDS: usize = 256;
+
+/// What the owner knows of one scene object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SceneFeed {
+    pub name: String,
+    pub sockets: usize,
+    /// The last seq it said it applied; `None` when unknown (a probe next).
+    pub acked: Option<u64>,
+    /// Joins so far: a feed answer counts only if none came since it left.
+    pub joins: u64,
+}
+
+/// The owner's scene objects, by slot (the feed task's key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SceneFeeds {
+    slots: BTreeMap<u32, SceneFeed>,
+}
+
+impl SceneFeeds {
+    fn slot_of(&self, name: &str) -> Option<u32> {
+        self.slots
+            .iter()
+            .find(|(_, f)| f.name == name)
+            .map(|(s, _)| *s)
+    }
+
+    /// Scene `name` joins (again): its slot and whether it is new (the shell
+    /// persists it); `None` when the character feeds its maximum of scenes.
+    pub fn join(&mut self, name: &str, at: u64) -> Option<(u32, bool)> {
+        if let Some(slot) = self.slot_of(name) {
+            let f = self.slots.get_mut(&slot)?;
+            f.joins += 1;
+            f.sockets = f.sockets.max(1);
+            f.acked = Some(f.acked.map_or(at, |a| a.min(at)));
+            return Some((slot, false));
+        }
+        if self.slots.len() >= MAX_SCENE_FEEDS {
+            return None;
+        }
+        let slot = (0..).find(|s| !self.slots.contains_key(s))?;
+        self.slots.insert(
+            slot,
+            SceneFeed {
+                name: name.to_string(),
+                sockets: 1,
+                acked: Some(at),
+                joins: 1,
+            },
+        );
+        Some((slot, true))
+    }
+
+    /// A scene found in storage on wake: fed from a probe.
+    pub fn restore(&mut self, name: &str) {
+        if self.slots.len() < MAX_SCENE_FEEDS && self.slot_of(name).is_none() {
+            let slot = self.slots.len() as u32;
+            let slot = (slot..)
+                .find(|s| !self.slots.contains_key(s))
+                .unwrap_or(slot);
+            self.slots.insert(
+                slot,
+                SceneFeed {
+                    name: name.to_string(),
+                    sockets: 1,
+                    acked: None,
+                    joins: 0,
+                },
+            );
+        }
+    }
+
+    pub fn slots(&self) -> Vec<u32> {
+        self.slots.keys().copied().collect()
+    }
+
+    pub fn get(&self, slot: u32) -> Option<&SceneFeed> {
+        self.slots.get(&slot)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Sockets the scenes held at their last answers.
+    pub fn sockets(&self) -> usize {
+        self.slots.values().map(|f| f.sockets).sum()
+    }
+
+    /// From which seq the next feed of `slot` starts with the owner at
+    /// `seq`: its acknowledged seq when behind, `seq` for a probe.
+    pub fn feed_from(&self, slot: u32, seq: u64) -> Option<u64> {
+        match self.slots.get(&slot)?.acked {
+            None => Some(seq),
+            Some(a) if a < seq => Some(a),
+            Some(_) => None,
+        }
+    }
+
+    /// The scene's answer to a feed sent after `joins` joins: its place and
+    /// sockets. The scene's name when it left the set (the shell forgets it).
+    pub fn answered(&mut self, slot: u32, last: u64, sockets: usize, joins: u64) -> Option<String> {
+        let f = self.slots.get_mut(&slot)?;
+        f.acked = Some(last);
+        f.sockets = sockets;
+        if sockets == 0 && f.joins == joins {
+            return self.slots.remove(&slot).map(|f| f.name);
+        }
+        None
+    }
+
+    /// A feed failed: its place is unknown until the next answer.
+    pub fn failed(&mut self, slot: u32) {
+        if let Some(f) = self.slots.get_mut(&slot) {
+            f.acked = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_feeds_and_leaving() {
+        let mut s = SceneFeeds::default();
+        assert_eq!(s.join("~sA", 10), Some((0, true)));
+        assert_eq!(s.join("~sB", 10), Some((1, true)));
+        assert_eq!(s.join("~sA", 12), Some((0, false)));
+        // Caught up at the join: nothing to send until the owner moves on.
+        assert_eq!(s.feed_from(0, 10), None);
+        assert_eq!(s.feed_from(0, 13), Some(10));
+        // An answer of 0 sockets sent before the last join does not drop it.
+        let joins = s.get(0).unwrap().joins;
+        assert_eq!(s.answered(0, 13, 0, joins - 1), None);
+        assert_eq!(s.answered(0, 13, 0, joins), Some("~sA".to_string()));
+        assert_eq!(s.len(), 1);
+        // The freed slot is reused; a failed feed probes next.
+        assert_eq!(s.join("~sC", 20), Some((0, true)));
+        s.failed(0);
+        assert_eq!(s.feed_from(0, 20), Some(20));
+        // Restored scenes probe; the bound holds.
+        let mut r = SceneFeeds::default();
+        r.restore("~sA");
+        r.restore("~sA");
+        assert_eq!((r.len(), r.feed_from(0, 5)), (1, Some(5)));
+        for i in 0..MAX_SCENE_FEEDS {
+            r.join(&format!("~s{i}"), 0);
+        }
+        assert_eq!(r.len(), MAX_SCENE_FEEDS);
+        assert_eq!(r.join("~sZ", 0), None);
+    }
+}

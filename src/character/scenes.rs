@@ -1,0 +1,129 @@
+//! The character's own object and the scene objects it feeds
+//! (`routing::scene_feeds` decides): a scene joins by asking, and is fed
+//! the stored rows like a relay (one request in flight per scene, from the
+//! seq it acknowledged), each feed naming the character. A scene that
+//! answers it holds no sockets leaves the set.
+
+use routing::archive::rows_value;
+use routing::catalogue::MAX_FEED_ROWS;
+use routing::scene::is_scene_name;
+use routing::scene_feeds::MAX_SCENE_FEEDS;
+use routing::wire::{path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin};
+use worker::{Env, Request, Response};
+
+use super::core::{Role, Shared, CHARACTER_FULL_RETRY_SECS};
+use super::relays::FEED_ROUNDS;
+use super::tasks::Task;
+use super::{AppResult, Character};
+use crate::error::{json_response, AppError};
+use crate::forward::post_to_scene;
+
+impl Character {
+    /// Owner: a scene object asks to be fed; answers this character's
+    /// place, from which the feeds continue.
+    pub(super) async fn scene_join(&self, now: u64, req: &mut Request) -> AppResult<Response> {
+        let body: SceneJoin = req
+            .json()
+            .await
+            .map_err(|e| AppError::bad_request(format!("scene join body: {e}")))?;
+        if !is_scene_name(&body.scene) {
+            return Err(AppError::bad_request("not a scene object's name"));
+        }
+        self.with_core(now, |core| {
+            let answer = JoinAnswer {
+                epoch: core.hub.epoch().to_string(),
+                seq: core.hub.seq(),
+            };
+            let Role::Owner { relays } = &mut core.role else {
+                return Err(AppError::internal("a relay feeds no scene"));
+            };
+            let Some((slot, new)) = relays.scenes.join(&body.scene, answer.seq) else {
+                return Err(AppError::character_full(
+                    MAX_SCENE_FEEDS,
+                    CHARACTER_FULL_RETRY_SECS,
+                ));
+            };
+            if new {
+                core.store.add_scene(&body.scene)?;
+            }
+            core.request(Task::FeedScene(slot));
+            let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
+            Ok(json_response(200, &body)?)
+        })
+    }
+}
+
+/// Owner: brings the scene in `slot` up to this object's seq, one request
+/// at a time; stops when it is caught up, leaves the set, or a request
+/// fails (the next publish or wake probes it).
+pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result<()> {
+    let to_err = |e: AppError| worker::Error::RustError(e.message().to_string());
+    for _ in 0..FEED_ROUNDS {
+        let next = {
+            let mut guard = shared.borrow_mut();
+            let Some(core) = guard.as_mut() else {
+                return Ok(());
+            };
+            let Role::Owner { relays } = &core.role else {
+                return Ok(());
+            };
+            let seq = core.hub.seq();
+            let (Some(after), Some(scene)) =
+                (relays.scenes.feed_from(slot, seq), relays.scenes.get(slot))
+            else {
+                return Ok(());
+            };
+            // Rows up to the archive mark are in KV only: the scene's
+            // stream of this character restarts past them.
+            let lost = after < core.archived_through;
+            let after = after.max(core.archived_through);
+            let rows = core.store.after(after, MAX_FEED_ROWS)?;
+            let body = FeedBody {
+                epoch: core.hub.epoch().to_string(),
+                after,
+                lost,
+                rows: rows_value(&rows),
+                character: Some(core.hub.character().as_str().to_string()),
+            };
+            let body = serde_json::to_string(&body)
+                .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            (scene.name.clone(), scene.joins, body)
+        };
+        let (name, joins, body) = next;
+        let answer = post_to_scene(
+            env,
+            &name,
+            path::FEED,
+            &wasm_bindgen::JsValue::from_str(&body),
+        )
+        .await;
+        let answer = match answer {
+            Ok(mut resp) if resp.status_code() == 200 => resp.json::<FeedAnswer>().await,
+            Ok(resp) => Err(worker::Error::RustError(format!(
+                "scene {name} answered {}",
+                resp.status_code()
+            ))),
+            Err(e) => Err(to_err(e)),
+        };
+        let mut guard = shared.borrow_mut();
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        let Role::Owner { relays } = &mut core.role else {
+            return Ok(());
+        };
+        match answer {
+            Ok(FeedAnswer { last, sockets }) => {
+                if let Some(gone) = relays.scenes.answered(slot, last, sockets, joins) {
+                    core.store.drop_scene(&gone)?;
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                relays.scenes.failed(slot);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}

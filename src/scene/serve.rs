@@ -1,0 +1,400 @@
+//! The scene object's routes: the subscribe the router forwards (joins
+//! each character's object, replays resumes, accepts the socket), the
+//! feeds of the characters' objects, the listing, kicks and revocations,
+//! and client publishes sent on to the named character's object.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use routing::archive::rows_value;
+use routing::hub::{ClientInfo, Resume, StoredCommand};
+use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
+use routing::query::{query_pairs, split_url};
+use routing::scene::parse_scene_query;
+use routing::scene_hub::SceneEffect;
+use routing::topic::{CharacterId, TopicFilter};
+use routing::wire::{
+    path, FeedAnswer, FeedBody, JoinAnswer, PublishAnswer, ReplayAnswer, SceneJoin, SubscribeFacts,
+    H_CHARACTER,
+};
+use worker::{console_error, Env, Method, Request, Response, WebSocketPair};
+
+use super::{new_client_id, AppResult, Scene, SceneCore};
+use crate::character::attachment;
+use crate::error::{json_response, AppError};
+use crate::forward::post_to_name;
+
+fn owner_err(e: AppError) -> AppError {
+    AppError::internal(format!("a character's object: {}", e.message()))
+}
+
+impl Scene {
+    pub(super) async fn serve(&self, mut req: Request, now: u64) -> AppResult<Response> {
+        let hint = req.headers().get(H_CHARACTER)?;
+        let raw_url = req.inner().url();
+        let (route, query) = split_url(&raw_url);
+        let pairs = query_pairs(query);
+        match (req.method(), route) {
+            (Method::Get, path::SUBSCRIBE) => {
+                let headers = req.headers();
+                let facts = SubscribeFacts::from_headers(|n| headers.get(n).ok().flatten());
+                self.subscribe(now, hint.as_deref(), &pairs, facts).await
+            }
+            (Method::Post, path::FEED) => {
+                self.ensure_core(hint.as_deref(), None)?;
+                self.feed(&mut req).await
+            }
+            (Method::Get, path::SUBSCRIPTIONS) => self.listing(),
+            (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
+                let id = p[path::KICK_PREFIX.len()..].to_string();
+                self.with_core(|core| {
+                    let (effects, found) = core.hub.kick(&id);
+                    core.apply(effects);
+                    if found {
+                        Ok(json_response(200, r#"{"disconnected":true}"#)?)
+                    } else {
+                        Err(AppError::not_found(format!(
+                            "no client {id:?} on this scene"
+                        )))
+                    }
+                })
+            }
+            (Method::Post, path::REVOKE) => {
+                let body: serde_json::Value = req.json().await?;
+                let user = body["user"].as_str().unwrap_or_default().to_string();
+                self.with_core(|core| {
+                    let (effects, closed) = core.hub.revoke(&user);
+                    core.apply(effects);
+                    let body = serde_json::json!({ "closed": closed }).to_string();
+                    Ok(json_response(200, &body)?)
+                })
+            }
+            (_, other) => Err(AppError::not_found(format!("no scene route {other}"))),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        now: u64,
+        hint: Option<&str>,
+        pairs: &[(String, String)],
+        facts: SubscribeFacts,
+    ) -> AppResult<Response> {
+        let query = parse_scene_query(pairs)?;
+        self.ensure_core(hint, Some(&query.characters))?;
+        let name = self.with_core(|core| {
+            if core.hub.subscriber_count() + core.pending >= core.config.fanout_limit {
+                return Err(AppError::character_full(core.config.fanout_limit, 5));
+            }
+            core.pending += 1;
+            Ok(core.name.clone())
+        })?;
+        let result = self.admit(now, &name, &query, facts).await;
+        // The same turn as the accept: no await since.
+        self.with_core(|core| {
+            core.pending = core.pending.saturating_sub(1);
+            Ok(())
+        })?;
+        result
+    }
+
+    async fn admit(
+        &self,
+        now: u64,
+        name: &str,
+        query: &routing::scene::SceneQuery,
+        facts: SubscribeFacts,
+    ) -> AppResult<Response> {
+        // Each character's object takes this scene on (or again).
+        let body = serde_json::to_string(&SceneJoin {
+            scene: name.to_string(),
+        })
+        .map_err(AppError::internal)?;
+        let joins = query.characters.iter().map(|c| {
+            let body = body.clone();
+            async move {
+                let mut resp = post_to_name(
+                    &self.env,
+                    c.as_str(),
+                    path::SCENE_JOIN,
+                    &wasm_bindgen::JsValue::from_str(&body),
+                )
+                .await
+                .map_err(owner_err)?;
+                if resp.status_code() == 503 {
+                    return Err(AppError::character_full(
+                        routing::scene_feeds::MAX_SCENE_FEEDS,
+                        5,
+                    ));
+                }
+                if resp.status_code() != 200 {
+                    return Err(AppError::internal(format!(
+                        "scene join: {c} answered {}",
+                        resp.status_code()
+                    )));
+                }
+                AppResult::Ok((c.clone(), resp.json::<JoinAnswer>().await?))
+            }
+        });
+        let mut placed = Vec::new();
+        for answer in join_all(joins).await {
+            placed.push(answer?);
+        }
+        let limit = self.with_core(|core| {
+            let held = core.hub.subscriber_count() > 0;
+            for (c, JoinAnswer { epoch, seq }) in &placed {
+                let (effects, moved) = core.hub.join(c, epoch, *seq, held);
+                core.apply(effects);
+                if moved {
+                    core.save_place(c)?;
+                }
+            }
+            Ok(usize::try_from(core.config.resume_limit).unwrap_or(usize::MAX))
+        })?;
+        // Resumes the ring does not cover: the character's bounded read.
+        let need: Vec<(CharacterId, u64)> = self.with_core(|core| {
+            Ok(query
+                .since
+                .iter()
+                .filter(|(c, since)| {
+                    let epoch = query.epoch.get(*c).map(String::as_str);
+                    core.hub
+                        .replay(c, **since, epoch, &query.topics, limit)
+                        .is_none()
+                })
+                .map(|(c, s)| (c.clone(), *s))
+                .collect())
+        })?;
+        let reads = need.iter().map(|(c, since)| {
+            let epoch = query.epoch.get(c).cloned();
+            async move {
+                let answer = owner_replay(&self.env, c, *since, epoch, &query.topics).await?;
+                AppResult::Ok((c.clone(), *since, answer))
+            }
+        });
+        let mut read = Vec::new();
+        for answer in join_all(reads).await {
+            read.push(answer?);
+        }
+        let info = ClientInfo {
+            client_id: new_client_id(),
+            user: facts.user,
+            topics: query.topics.clone(),
+            presence: false,
+            connected_at: now,
+            can_publish: facts.can_publish,
+        };
+        let encoded = attachment::encode(&info, facts.expires_ms)?;
+        // From here to the accept, no await: the replay ends where live
+        // delivery starts, per character.
+        let resumes: Vec<(CharacterId, Resume)> = self.with_core(|core| {
+            let mut out = Vec::new();
+            for (c, since) in &query.since {
+                let epoch = query.epoch.get(c).map(String::as_str);
+                let from_read = read.iter().find(|(rc, _, _)| rc == c);
+                let resume = match from_read {
+                    Some((_, since, answer)) => {
+                        let rows = crate::character::rows_of(answer.rows.clone())?;
+                        let resume = Resume {
+                            since: *since,
+                            rows,
+                            complete: answer.complete,
+                            next_since: answer.next_since,
+                        };
+                        core.hub
+                            .extend(c, resume, answer.covered, &query.topics, limit)
+                    }
+                    None => core
+                        .hub
+                        .replay(c, *since, epoch, &query.topics, limit)
+                        .unwrap_or(Resume {
+                            since: *since,
+                            rows: Vec::new(),
+                            complete: false,
+                            next_since: None,
+                        }),
+                };
+                out.push((c.clone(), resume));
+            }
+            Ok(out)
+        })?;
+        let pair = WebSocketPair::new()?;
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[info.client_id.as_str()]);
+        self.with_core(|core| {
+            attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
+            let key = core.add_socket(pair.server.clone());
+            let effects = core.hub.connect(key, info, facts.expires_ms, resumes);
+            core.apply(effects);
+            worker::console_log!(
+                "scene {}: socket accepted, {} held",
+                core.name,
+                core.hub.subscriber_count()
+            );
+            Ok(())
+        })?;
+        Ok(Response::from_websocket(pair.client)?)
+    }
+
+    /// Rows of one character from its object.
+    async fn feed(&self, req: &mut Request) -> AppResult<Response> {
+        let body: FeedBody = req
+            .json()
+            .await
+            .map_err(|e| AppError::internal(format!("feed body: {e}")))?;
+        let rows = crate::character::rows_of(body.rows)?;
+        let character = body
+            .character
+            .as_deref()
+            .and_then(|c| CharacterId::parse(c).ok());
+        self.with_core(|core| {
+            let holding = core.holding();
+            let answer = match &character {
+                Some(c) => {
+                    let before = core
+                        .hub
+                        .follower(c)
+                        .map(|f| (f.epoch().to_string(), f.last()));
+                    let (effects, last) =
+                        core.hub
+                            .feed(c, &body.epoch, body.after, body.lost, rows, holding);
+                    core.apply(effects);
+                    let after = core
+                        .hub
+                        .follower(c)
+                        .map(|f| (f.epoch().to_string(), f.last()));
+                    if before != after {
+                        core.save_place(c)?;
+                    }
+                    last.map(|last| FeedAnswer {
+                        last,
+                        sockets: core.hub.subscriber_count() + core.pending,
+                    })
+                }
+                None => None,
+            };
+            // Not one of this scene's characters: 0 sockets, so it stops.
+            let answer = answer.unwrap_or(FeedAnswer {
+                last: 0,
+                sockets: 0,
+            });
+            let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
+            Ok(json_response(200, &body)?)
+        })
+    }
+
+    fn listing(&self) -> AppResult<Response> {
+        self.with_core(|core| {
+            let subscribers: Vec<serde_json::Value> = core
+                .hub
+                .clients()
+                .map(|(_, c)| {
+                    serde_json::json!({
+                        "client_id": c.client_id,
+                        "user": c.user,
+                        "topics": c.topics,
+                        "connected_at": c.connected_at,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "scene": core.name,
+                "characters": core.hub.characters(),
+                "subscribers": subscribers,
+            });
+            Ok(json_response(200, &body.to_string())?)
+        })
+    }
+}
+
+/// The character's bounded resume read for a scene socket.
+async fn owner_replay(
+    env: &Env,
+    c: &CharacterId,
+    since: u64,
+    epoch: Option<String>,
+    topics: &[TopicFilter],
+) -> AppResult<ReplayAnswer> {
+    let csv: Vec<&str> = topics.iter().map(TopicFilter::as_str).collect();
+    let mut url = format!(
+        "https://character{}?since={since}&topics={}",
+        path::REPLAY,
+        csv.join(",").replace('>', "%3E")
+    );
+    if let Some(e) = epoch {
+        url.push_str(&format!("&epoch={e}"));
+    }
+    let req = Request::new(&url, Method::Get)?;
+    req.headers().set(H_CHARACTER, c.as_str())?;
+    let stub = env.durable_object("CHARACTERS")?.get_by_name(c.as_str())?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(AppError::internal(format!(
+            "{c}'s resume read answered {}",
+            resp.status_code()
+        )));
+    }
+    Ok(resp.json::<ReplayAnswer>().await?)
+}
+
+/// A client's publish, sent to its character's object; the client gets
+/// `published` with that character's seq, or an `error` frame.
+pub fn forward_publish(
+    shared: Rc<std::cell::RefCell<Option<SceneCore>>>,
+    env: Env,
+    p: SceneEffect,
+) {
+    let SceneEffect::Publish {
+        client,
+        character,
+        command,
+        r#ref,
+    } = p
+    else {
+        return;
+    };
+    wasm_bindgen_futures::spawn_local(async move {
+        let row = StoredCommand {
+            seq: 0,
+            ts: 0,
+            command,
+        };
+        let body = serde_json::json!({ "commands": rows_value(&[row]) }).to_string();
+        let sent = post_to_name(
+            &env,
+            character.as_str(),
+            path::PUBLISH,
+            &wasm_bindgen::JsValue::from_str(&body),
+        )
+        .await;
+        let r = r#ref.as_deref();
+        let failed = || error_frame_json(ErrorCode::Internal, "the publish failed; try again", r);
+        let frame = match sent {
+            Ok(mut resp) if resp.status_code() == 200 => match resp.json::<PublishAnswer>().await {
+                Ok(a) => published_frame_json(a.seqs.last().copied().unwrap_or(0), r),
+                Err(e) => {
+                    console_error!("scene publish answer: {e}");
+                    failed()
+                }
+            },
+            Ok(resp) if resp.status_code() == 503 => error_frame_json(
+                ErrorCode::HistoryBacklog,
+                "history archiving lags; publish again later",
+                r,
+            ),
+            Ok(resp) => {
+                console_error!("scene publish: {character} answered {}", resp.status_code());
+                failed()
+            }
+            Err(e) => {
+                console_error!("scene publish: {}", e.message());
+                failed()
+            }
+        };
+        if let Some(core) = shared.borrow().as_ref() {
+            if let Some(ws) = core.sockets.get(&client) {
+                let _ = ws.send_with_str(&frame);
+            }
+        }
+    });
+}

@@ -1,0 +1,185 @@
+// Scenes: one socket on several characters (GET /v1/subscribe?characters=),
+// against a real `wrangler dev`: exactly the scene's commands, per-character
+// order and resume, topic filtering, the 400s and 403 before the upgrade,
+// and one scene object shared by the viewers of the same scene.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import {
+  http, uniqueCharacter, sleep, assertError, makeJwt, nowS, tryUpgrade, track, WS_BASE, WS_OPTIONS,
+} from "./helpers.mjs";
+
+const publish = (character, body) => http("POST", `/v1/characters/${character}/commands`, { body });
+
+/** Opens a scene socket and records its frames (resolves at `welcome`). */
+async function scene(query, base = WS_BASE) {
+  const qs = Object.entries(query).map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%2C/g, ",").replace(/%3A/g, ":")}`).join("&");
+  const ws = track(new WebSocket(`${base}/v1/subscribe?${qs}`, WS_OPTIONS));
+  const client = { ws, frames: [], waiters: [] };
+  ws.on("message", (data) => {
+    client.frames.push(JSON.parse(data.toString()));
+    for (const w of [...client.waiters]) w();
+  });
+  client.waitFor = (pred, ms = 8000) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out; got ${JSON.stringify(client.frames).slice(0, 1500)}`)), ms);
+    const check = () => { const v = pred(client.frames); if (v) { clearTimeout(timer); client.waiters = client.waiters.filter((w) => w !== check); resolve(v); } };
+    client.waiters.push(check);
+    check();
+  });
+  client.commands = () => client.frames.filter((f) => f.type === "command");
+  client.close = () => new Promise((r) => { if (ws.readyState === WebSocket.CLOSED) return r(); ws.once("close", r); ws.close(); });
+  await new Promise((resolve, reject) => {
+    ws.once("unexpected-response", (_q, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    ws.once("error", reject);
+    ws.once("open", resolve);
+  });
+  await client.waitFor((fs) => fs.find((f) => f.type === "welcome"));
+  return client;
+}
+
+const bySeq = (frames, c) => frames.filter((f) => f.character === c).map((f) => f.seq);
+
+test("a scene socket on 3 characters gets exactly their matching commands, in per-character order", async () => {
+  const [a, b, c, other] = ["sa", "sb", "sc", "sx"].map((p) => uniqueCharacter(p));
+  // Some history first, so each character has its own seq.
+  await publish(b, { topic: "face", name: "warm" });
+  const s = await scene({ characters: [a, b, c].join(","), topics: "face,body.*" });
+  const welcome = s.frames[0];
+  assert.equal(welcome.type, "welcome");
+  assert.deepEqual(Object.keys(welcome.characters).sort(), [a, b, c].sort());
+  assert.equal(welcome.characters[b].seq, 1);
+  assert.equal(welcome.character, undefined);
+  const want = { [a]: [], [b]: [], [c]: [] };
+  for (let i = 0; i < 6; i++) {
+    for (const ch of [a, b, c, other]) {
+      const topic = i % 3 === 2 ? "legs" : i % 3 === 0 ? "face" : "body.arms";
+      const r = await publish(ch, { topic, name: "move", params: { i } });
+      assert.equal(r.status, 200);
+      if (ch !== other && topic !== "legs") want[ch].push(r.json.seqs[0]);
+    }
+  }
+  const total = Object.values(want).flat().length;
+  await s.waitFor((fs) => fs.filter((f) => f.type === "command").length >= total);
+  await sleep(300);
+  const got = s.commands();
+  assert.equal(got.length, total, "nothing else arrived");
+  assert.ok(got.every((f) => f.character !== other), "not a character of the scene");
+  assert.ok(got.every((f) => f.topic !== "legs"), "filtered by the socket's topics");
+  for (const ch of [a, b, c]) assert.deepEqual(bySeq(got, ch), want[ch], ch);
+  assert.ok(got.every((f) => f.epoch === welcome.characters[f.character].epoch));
+  await s.close();
+});
+
+test("a scene socket resumes every character across a reconnect without loss or duplicate", async () => {
+  const [a, b, c] = ["ra", "rb", "rc"].map((p) => uniqueCharacter(p));
+  const chars = [a, b, c].join(",");
+  const s = await scene({ characters: chars });
+  const epochs = Object.fromEntries(Object.entries(s.frames[0].characters).map(([k, v]) => [k, v.epoch]));
+  for (const ch of [a, b, c]) await publish(ch, { topic: "face", name: "one" });
+  await s.waitFor((fs) => fs.filter((f) => f.type === "command").length === 3);
+  const last = Object.fromEntries([a, b, c].map((ch) => [ch, bySeq(s.commands(), ch).at(-1)]));
+  await s.close();
+  // Missed while away: 2 for a, 3 for b, none for c.
+  for (let i = 0; i < 2; i++) await publish(a, { topic: "face", name: "miss" });
+  for (let i = 0; i < 3; i++) await publish(b, { topic: "body", name: "miss" });
+  const back = await scene({
+    characters: chars,
+    since: [a, b, c].map((ch) => `${ch}:${last[ch]}`).join(","),
+    epoch: [a, b, c].map((ch) => `${ch}:${epochs[ch]}`).join(","),
+  });
+  const recovered = await back.waitFor((fs) => {
+    const r = fs.filter((f) => f.type === "recovered");
+    return r.length === 3 && r;
+  });
+  assert.deepEqual(recovered.map((r) => r.character).sort(), [a, b, c].sort());
+  for (const r of recovered) {
+    assert.equal(r.complete, true);
+    assert.equal(r.truncated, false);
+    assert.equal(r.since, last[r.character]);
+  }
+  assert.deepEqual(bySeq(back.commands(), a), [2, 3]);
+  assert.deepEqual(bySeq(back.commands(), b), [2, 3, 4]);
+  assert.deepEqual(bySeq(back.commands(), c), []);
+  // Live continues after the replay, per character, without a gap.
+  await publish(c, { topic: "face", name: "live" });
+  await publish(a, { topic: "face", name: "live" });
+  await back.waitFor((fs) => bySeq(fs.filter((f) => f.type === "command"), a).includes(4));
+  await back.waitFor((fs) => bySeq(fs.filter((f) => f.type === "command"), c).includes(2));
+  assert.deepEqual(bySeq(back.commands(), a), [2, 3, 4]);
+  assert.deepEqual(bySeq(back.commands(), c), [2]);
+  await back.close();
+});
+
+test("client frames: subscribe changes topics for every character; publish names its character", async () => {
+  const [a, b] = ["pa", "pb"].map((p) => uniqueCharacter(p));
+  const s = await scene({ characters: `${a},${b}`, topics: "face" });
+  s.ws.send(JSON.stringify({ type: "subscribe", topics: ["legs"], ref: "s1" }));
+  await s.waitFor((fs) => fs.find((f) => f.type === "subscribed"));
+  await publish(a, { topic: "legs", name: "kick" });
+  await publish(b, { topic: "legs", name: "kick" });
+  await s.waitFor((fs) => fs.filter((f) => f.type === "command").length === 2);
+  s.ws.send(JSON.stringify({ type: "publish", character: b, topic: "face", name: "wink", ref: "p1" }));
+  const published = await s.waitFor((fs) => fs.find((f) => f.type === "published"));
+  assert.equal(published.ref, "p1");
+  assert.equal(published.seq, 2);
+  await s.waitFor((fs) => fs.find((f) => f.type === "command" && f.character === b && f.name === "wink"));
+  s.ws.send(JSON.stringify({ type: "publish", topic: "face", name: "wink", ref: "p2" }));
+  const err = await s.waitFor((fs) => fs.find((f) => f.type === "error" && f.ref === "p2"));
+  assert.equal(err.code, "bad_request");
+  await s.close();
+});
+
+test("bad scene queries are 400 before any upgrade", async () => {
+  const many = Array.from({ length: 17 }, (_, i) => `c${i}`).join(",");
+  for (const q of [
+    `characters=${many}`,
+    "characters=a,b,a",
+    "characters=a,b&since=a",
+    "characters=a,b&since=a:x",
+    "characters=a,b&since=z:1",
+    "characters=a&epoch=a:",
+    "characters=a&presence=true",
+    "characters=bad%20name",
+    "",
+  ]) {
+    const up = await tryUpgrade(`${WS_BASE}/v1/subscribe?${q}`);
+    assert.equal(up.status, 400, q);
+    assert.equal(up.body?.error?.code, "bad_request", q);
+    const res = await http("GET", `/v1/subscribe?${q}`);
+    assertError(assert, res, 400, "bad_request");
+  }
+});
+
+test("two viewers of the same scene share one scene object", async () => {
+  const [a, b] = ["va", "vb"].map((p) => uniqueCharacter(p));
+  const one = await scene({ characters: `${a},${b}` });
+  const two = await scene({ characters: `${b},${a}` });
+  await publish(a, { topic: "face", name: "x" });
+  await one.waitFor((fs) => fs.find((f) => f.type === "command"));
+  await two.waitFor((fs) => fs.find((f) => f.type === "command"));
+  // The character's object feeds one scene object holding both sockets.
+  let listing;
+  for (let i = 0; i < 40; i++) {
+    listing = (await http("GET", `/v1/admin/characters/${a}/subscriptions`)).json;
+    if (listing?.scene_sockets === 2) break;
+    await sleep(100);
+  }
+  assert.equal(listing.scenes, 1);
+  assert.equal(listing.scene_sockets, 2);
+  await one.close();
+  await two.close();
+});
+
+const AUTH = process.env.GATEWAY_AUTH_URL;
+const SECRET = process.env.TEST_JWT_SECRET;
+test("with auth on, a token that does not allow one of the characters is 403", { skip: AUTH && SECRET ? false : "GATEWAY_AUTH_URL / TEST_JWT_SECRET not set" }, async () => {
+  const ws = AUTH.replace(/^http/, "ws");
+  const token = (chars) => makeJwt({ sub: "viewer", exp: nowS() + 600, role: "subscriber", chars }, SECRET);
+  const ok = await tryUpgrade(`${ws}/v1/subscribe?characters=ka,kb&token=${token(["ka", "kb"])}`);
+  assert.equal(ok.status, 101);
+  const refused = await tryUpgrade(`${ws}/v1/subscribe?characters=ka,kb,kc&token=${token(["ka", "kb"])}`);
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body?.error?.code, "forbidden");
+  const none = await tryUpgrade(`${ws}/v1/subscribe?characters=ka`);
+  assert.equal(none.status, 401);
+});
