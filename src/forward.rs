@@ -222,49 +222,39 @@ pub async fn upgrade_to_object(
     url: &str,
     facts: &[(&str, String)],
 ) -> std::result::Result<Response, AppError> {
-    let build = || -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
-        let headers = web_sys::Headers::new()?;
-        headers.set("upgrade", "websocket")?;
-        headers.set(H_CHARACTER, character.as_str())?;
-        for (name, value) in facts {
-            headers.set(name, value)?;
-        }
-        let init = web_sys::RequestInit::new();
-        init.set_method("GET");
-        init.set_headers(&headers);
-        web_sys::Request::new_with_str_and_init(url, &init)
-    };
-    let req = build().map_err(js_error)?;
+    let req = upgrade_request(url, character.as_str(), facts).map_err(js_error)?;
     fetch_object(env, character, &req).await
 }
 
 /// A scene subscribe's upgrade, forwarded to the scene object `name` (the
-/// `SCENES` namespace) with the caller's facts.
+/// `SCENES` namespace) with the caller's facts, built the same way.
 pub async fn upgrade_to_scene(
     env: &Env,
     name: &str,
     url: &str,
     facts: &[(&str, String)],
 ) -> std::result::Result<Response, AppError> {
-    let build = || -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
-        let headers = web_sys::Headers::new()?;
-        headers.set("upgrade", "websocket")?;
-        headers.set(H_CHARACTER, name)?;
-        for (k, value) in facts {
-            headers.set(k, value)?;
-        }
-        let init = web_sys::RequestInit::new();
-        init.set_method("GET");
-        init.set_headers(&headers);
-        web_sys::Request::new_with_str_and_init(url, &init)
-    };
-    let req = build().map_err(js_error)?;
+    let req = upgrade_request(url, name, facts).map_err(js_error)?;
     let stub = scenes(env)?.get_by_name(name).map_err(js_error)?;
-    let answer = JsFuture::from(stub.fetch(&req).map_err(js_error)?)
-        .await
-        .map_err(js_error)?;
-    let resp: web_sys::Response = answer.dyn_into().map_err(js_error)?;
-    Ok(resp.into())
+    send(&stub, &req).await
+}
+
+/// A GET with only the upgrade, the object's name and `facts`.
+fn upgrade_request(
+    url: &str,
+    name: &str,
+    facts: &[(&str, String)],
+) -> std::result::Result<web_sys::Request, wasm_bindgen::JsValue> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("upgrade", "websocket")?;
+    headers.set(H_CHARACTER, name)?;
+    for (key, value) in facts {
+        headers.set(key, value)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_headers(&headers);
+    web_sys::Request::new_with_str_and_init(url, &init)
 }
 
 fn js_error(e: wasm_bindgen::JsValue) -> AppError {
@@ -280,6 +270,14 @@ async fn fetch_object(
     let stub = characters(env)?
         .get_by_name(character.as_str())
         .map_err(js_error)?;
+    send(&stub, req).await
+}
+
+/// Sends `req` to an object and takes its answer as a worker-rs response.
+async fn send(
+    stub: &ObjectStub,
+    req: &web_sys::Request,
+) -> std::result::Result<Response, AppError> {
     let answer = JsFuture::from(stub.fetch(req).map_err(js_error)?)
         .await
         .map_err(js_error)?;
@@ -296,9 +294,7 @@ pub async fn post_to_name(
     path: &str,
     body: &wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
-    let stub = characters(env)?
-        .get_by_name(name)
-        .map_err(|e| AppError::internal(js_message(&e)))?;
+    let stub = characters(env)?.get_by_name(name).map_err(js_error)?;
     post_to_stub(&stub, name, path, body).await
 }
 
@@ -309,9 +305,7 @@ pub async fn post_to_scene(
     path: &str,
     body: &wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
-    let stub = scenes(env)?
-        .get_by_name(name)
-        .map_err(|e| AppError::internal(js_message(&e)))?;
+    let stub = scenes(env)?.get_by_name(name).map_err(js_error)?;
     post_to_stub(&stub, name, path, body).await
 }
 
@@ -321,15 +315,10 @@ async fn post_to_stub(
     path: &str,
     body: &wasm_bindgen::JsValue,
 ) -> std::result::Result<Response, AppError> {
-    let js = |e: wasm_bindgen::JsValue| AppError::internal(js_message(&e));
     let url = format!("https://character{path}");
-    let req = json_post(&url, body, None).map_err(js)?;
-    req.headers().set(H_CHARACTER, name).map_err(js)?;
-    let answer = JsFuture::from(stub.fetch(&req).map_err(js)?)
-        .await
-        .map_err(js)?;
-    let resp: web_sys::Response = answer.dyn_into().map_err(js)?;
-    Ok(resp.into())
+    let req = json_post(&url, body, None).map_err(js_error)?;
+    req.headers().set(H_CHARACTER, name).map_err(js_error)?;
+    send(stub, &req).await
 }
 
 /// A JSON POST to an object's internal `url`, naming `character` for a
