@@ -17,7 +17,7 @@
 #         command (owner's request + relay's turn), plus 10 relay-held
 #         deliveries' difference; the latency difference is the extra hop.
 #   many: 1 character x SCALE_SUBS (5000), owner vs r500: `max:SCALE_SECS`
-#         then `rate:SCALE_MANY_RATE:SCALE_RATE_SECS` (2/s). With few, it
+#         then `rate:SCALE_MANY_RATE:SCALE_RATE_SECS` (4/s). With few, it
 #         gives the CPU per delivery on the owner (slope over 110 -> 5000
 #         sockets) and on a relay.
 # Then once: scripts/relay-wake.mjs on `wake` (SCALE_WAKE_SUBS sockets, half
@@ -33,7 +33,7 @@ ROUNDS=${SCALE_ROUNDS:-3}
 SUBS=${SCALE_SUBS:-5000}
 RELAYS=${SCALE_RELAYS:-10}
 RATE=${SCALE_RATE:-20}
-MANY_RATE=${SCALE_MANY_RATE:-2}
+MANY_RATE=${SCALE_MANY_RATE:-4}
 RATE_SECS=${SCALE_RATE_SECS:-10}
 SECS=${SCALE_SECS:-8}
 WAKE_SUBS=${SCALE_WAKE_SUBS:-1000}
@@ -56,8 +56,10 @@ fi
 mkdir -p "$OUT_DIR"
 COSTS=$OUT_DIR/costs.jsonl
 WAKE=$OUT_DIR/wake.jsonl
-: >"$COSTS"
-: >"$WAKE"
+# SCALE_WAKE_ONLY=1: only the wake measurement, appended to wake.jsonl
+# (label wake-SCALE_WAKE_SUBS), the cost results left as they are.
+WAKE_ONLY=${SCALE_WAKE_ONLY:-}
+if [ -z "$WAKE_ONLY" ]; then : >"$COSTS"; : >"$WAKE"; fi
 WORK=$(mktemp -d /tmp/gateway-bench-scale.XXXXXX)
 source scripts/server.sh
 trap servers_stop EXIT
@@ -66,12 +68,14 @@ BIN=$ROOT/target/release
 [ "${SCALE_NO_BUILD:-}" = 1 ] || bash scripts/build.sh
 
 common=(--runtime "$RUNTIME" --config wrangler.dev.toml --var AUTH_ENABLED:false --var MAX_SUBSCRIBERS:10000)
-server_start owner "${common[@]}" --state "$WORK/state-owner" --log "$WORK/owner.log" --var FANOUT_LIMIT:10000 -- --assets off
-server_start r10 "${common[@]}" --state "$WORK/state-r10" --log "$WORK/r10.log" --var FANOUT_LIMIT:10 -- --assets off
-server_start r500 "${common[@]}" --state "$WORK/state-r500" --log "$WORK/r500.log" --var FANOUT_LIMIT:500 -- --assets off
+COST_SERVERS=(owner r10 r500)
+[ -z "$WAKE_ONLY" ] || COST_SERVERS=()
+[ -n "$WAKE_ONLY" ] || server_start owner "${common[@]}" --state "$WORK/state-owner" --log "$WORK/owner.log" --var FANOUT_LIMIT:10000 -- --assets off
+[ -n "$WAKE_ONLY" ] || server_start r10 "${common[@]}" --state "$WORK/state-r10" --log "$WORK/r10.log" --var FANOUT_LIMIT:10 -- --assets off
+[ -n "$WAKE_ONLY" ] || server_start r500 "${common[@]}" --state "$WORK/state-r500" --log "$WORK/r500.log" --var FANOUT_LIMIT:500 -- --assets off
 server_start wake "${common[@]}" --state "$WORK/state-wake" --log "$WORK/wake.log" --log-level log \
   --var FANOUT_LIMIT:$((WAKE_SUBS / 2)) -- --assets off
-for s in owner r10 r500 wake; do
+for s in "${COST_SERVERS[@]}" wake; do
   url_var="${s}_URL"
   curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
     -d '{"topic":"main","name":"warmup"}' "${!url_var}/v1/characters/warmup/commands"
@@ -91,6 +95,7 @@ run() {
   fi
 }
 for round in $(seq 1 "$ROUNDS"); do
+  [ -z "$WAKE_ONLY" ] || break
   few=(owner r10) many=(owner r500)
   if [ $((round % 2)) -eq 0 ]; then few=(r10 owner) many=(r500 owner); fi
   echo "bench-scale: round $round of $ROUNDS"
@@ -103,7 +108,11 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "bench-scale: relay wake ($WAKE_SUBS sockets, $WAKE_CYCLES idle periods of $WAKE_IDLE s)"
 "${PIN_LOADGEN[@]}" node scripts/relay-wake.mjs --url "$wake_URL" --subs "$WAKE_SUBS" \
-  --cycles "$WAKE_CYCLES" --idle "$WAKE_IDLE" --log "$wake_LOG" --out "$WAKE" || FAILED=$((FAILED + 1))
+  --cycles "$WAKE_CYCLES" --idle "$WAKE_IDLE" --log "$wake_LOG" --out "$WAKE" --label "wake-$WAKE_SUBS" || FAILED=$((FAILED + 1))
+if [ -n "$WAKE_ONLY" ]; then
+  echo "bench-scale: wake only ($WAKE_SUBS sockets): appended to $WAKE"
+  exit "$FAILED"
+fi
 
 {
   echo "command:   scripts/bench-scale.sh $OUT_DIR (SCALE_ROUNDS=$ROUNDS SCALE_SUBS=$SUBS SCALE_RELAYS=$RELAYS SCALE_RATE=$RATE SCALE_MANY_RATE=$MANY_RATE SCALE_RATE_SECS=$RATE_SECS SCALE_SECS=$SECS SCALE_WAKE_SUBS=$WAKE_SUBS SCALE_WAKE_CYCLES=$WAKE_CYCLES SCALE_WAKE_IDLE=$WAKE_IDLE BENCH_RUNTIME=$RUNTIME)"

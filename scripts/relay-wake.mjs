@@ -109,6 +109,7 @@ async function command(kind, cycle) {
   row.relay_extra_first_ms = row.relay_first_ms - row.owner_first_ms;
   const after = woke();
   if (after !== null) row.woke_lines = after - wokeBefore;
+  row.relay_first_after_owner_last_ms = row.relay_first_ms - row.owner_last_ms;
   console.log(`${kind} ${cycle}: seq ${seq}, answer ${answered.toFixed(1)} ms; owner first/p50/last ${row.owner_first_ms.toFixed(1)}/${row.owner_p50_ms.toFixed(1)}/${row.owner_last_ms.toFixed(1)} ms; relay ${row.relay_first_ms.toFixed(1)}/${row.relay_p50_ms.toFixed(1)}/${row.relay_last_ms.toFixed(1)} ms; relay's first - owner's first ${row.relay_extra_first_ms.toFixed(1)} ms${row.woke_lines === undefined ? "" : `; "woke with" lines ${row.woke_lines}`}`);
   if (o.out) appendFileSync(o.out, JSON.stringify(row) + "\n");
   return row;
@@ -125,3 +126,16 @@ for (let c = 1; c <= Number(o.cycles); c++) {
 }
 clearInterval(pinger);
 for (const s of subs) s.ws.terminate();
+// The log reaches its file through the launcher's pipe, so lines can land
+// after the command that caused them: the per-command counts above are a
+// hint; these totals over the whole run are what the log says.
+if (o.log && existsSync(o.log)) {
+  await sleep(1000);
+  const text = readFileSync(o.log, "utf8");
+  const count = (re) => (text.match(re) ?? []).length;
+  const row = { label: o.label, kind: "log", subscribers: N, cycles: Number(o.cycles),
+    owner_wakes: count(new RegExp(`character ${character}: woke with`, "g")),
+    relay_wakes: count(new RegExp(`character ${character}~r0: woke with`, "g")) };
+  console.log(`log: the character's object woke ${row.owner_wakes} times, relay r0 ${row.relay_wakes} times (${o.cycles} idle periods)`);
+  if (o.out) appendFileSync(o.out, JSON.stringify(row) + "\n");
+}
