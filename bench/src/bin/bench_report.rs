@@ -378,10 +378,10 @@ fn targets(out: &mut String, d: &Data) {
             true,
         ),
         (
-            "f",
+            "b64",
             "max",
             "commands_per_s",
-            "(f) 64 publishers commands/s",
+            "(b64) 64 publishers commands/s",
             true,
         ),
         (
@@ -414,7 +414,12 @@ fn targets(out: &mut String, d: &Data) {
             1.0,
         ));
     }
+    let mut skipped = 0;
     for x in list {
+        if d.of(x.a.0, x.a.1, x.phase).is_empty() && d.of(x.b.0, x.b.1, x.phase).is_empty() {
+            skipped += 1;
+            continue;
+        }
         let r = d.ratios(x.a, x.b, x.phase, x.key);
         let met = match median(r.clone()) {
             None => "–",
@@ -423,6 +428,12 @@ fn targets(out: &mut String, d: &Data) {
         };
         let bound = format!("{} {:.1}x", if x.at_least { "≥" } else { "≤" }, x.bound);
         let _ = writeln!(out, "| {} | {} | {bound} | {met} |", x.what, ratio_cell(&r));
+    }
+    if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "\n{skipped} target(s) left out: their scenarios did not run (`BENCH_ONLY`)."
+        );
     }
 }
 
@@ -590,7 +601,7 @@ fn main() -> Result<()> {
         ),
         ("p1k", "Payload 1 KiB"),
         ("p16k", "Payload 16,000 B"),
-        ("f", "(f) 64 concurrent publishers on (b)'s shape"),
+        ("b64", "(b64) 64 concurrent publishers on (b)'s shape"),
         (
             "slow",
             "(g) one slow subscriber (stops reading) beside the readers, 16,000 B commands",
@@ -598,6 +609,10 @@ fn main() -> Result<()> {
     ];
     for (key, title) in scenarios {
         let _ = writeln!(out, "\n## {title}\n");
+        if !ran(&d, key) {
+            let _ = writeln!(out, "Not run in this run (`BENCH_ONLY`).");
+            continue;
+        }
         let _ = writeln!(out, "Throughput: {}.\n", describe(&d, key, "max"));
         table(&mut out, &d, key, "max", &throughput);
         if key == "a" {
@@ -643,6 +658,8 @@ fn main() -> Result<()> {
             table(&mut out, &d, key, "rate", &latency);
         }
     }
+
+    fanout(&mut out, &d);
 
     let _ = writeln!(out, "\n## (h) reconnect and resume\n");
     let _ = writeln!(
@@ -692,21 +709,28 @@ fn main() -> Result<()> {
     );
 
     let _ = writeln!(out, "\n## (e) idle memory\n");
-    let _ = writeln!(
+    if !ran(&d, "a") {
+        let _ = writeln!(
+            out,
+            "Not run in this run (`BENCH_ONLY`: it is measured in (a))."
+        );
+    } else {
+        let _ = writeln!(
         out,
         "Resident memory of the server's processes (workerd processes under the launcher's pid; the native-server process) before and after opening the sockets of scenario (a), measured 2 s after the last welcome, before anything is published.\n"
     );
-    table(
-        &mut out,
-        &d,
-        "a",
-        "max",
-        &[
-            row("RSS before MiB", "rss_before_mib", false),
-            row("RSS with sockets open MiB", "rss_after_mib", false),
-            row("MiB per 1,000 idle subscribers", "rss_per_1000_mib", false),
-        ],
-    );
+        table(
+            &mut out,
+            &d,
+            "a",
+            "max",
+            &[
+                row("RSS before MiB", "rss_before_mib", false),
+                row("RSS with sockets open MiB", "rss_after_mib", false),
+                row("MiB per 1,000 idle subscribers", "rss_per_1000_mib", false),
+            ],
+        );
+    }
 
     if let Some(footer) = &args.footer {
         out.push('\n');
@@ -714,6 +738,118 @@ fn main() -> Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// Whether any server has a row of `scenario`.
+fn ran(d: &Data, scenario: &str) -> bool {
+    d.rows.iter().any(|r| r["scenario"] == scenario)
+}
+
+/// (f): one character x many subscribers, ours with every socket on the
+/// character's own object against ours with relays.
+fn fanout(out: &mut String, d: &Data) {
+    let (a, b) = ("ours_owner", "ours_relays");
+    let _ = writeln!(
+        out,
+        "\n## (f) one character x many subscribers: the character's own object alone, and relays\n"
+    );
+    let first = d.of("f", b, "max").into_iter().next();
+    let Some(first) = first.or_else(|| d.of("f", a, "max").into_iter().next()) else {
+        let _ = writeln!(out, "Not run in this run (`BENCH_ONLY`).");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "{} character x {} subscribers, phase `{}`, {} publisher connection(s), {} round(s). **owner only**: ours with `FANOUT_LIMIT` at least the subscribers, every socket on the character's own object; **relays**: ours with `FANOUT_LIMIT` = `BENCH_FANOUT_LIMIT` (500 unless \"This run\" says otherwise), the character's own object holding that many and relays the rest. Both in one workerd process on one core: the relays' work is not spread over machines here, so this shows what the relay tier costs in CPU and latency, not what it gains (see docs/scaling.md). Objects: from the admin listing after the sockets opened.\n",
+        first["characters"],
+        first["subs_per_character"],
+        first["phase"].as_str().unwrap_or(""),
+        first["publishers"],
+        d.of("f", b, "max").len().max(d.of("f", a, "max").len()),
+    );
+    let _ = writeln!(
+        out,
+        "| metric (median over rounds) | owner only | relays | relays/owner only |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for m in [
+        row("deliveries/s", "deliveries_per_s", true),
+        row("commands/s accepted", "commands_per_s", true),
+        row("latency p50 ms", "p50_ms", false),
+        row("latency p95 ms", "p95_ms", false),
+        row("latency p99 ms", "p99_ms", false),
+        row("latency max ms", "max_ms", false),
+        row("publish answer p50 ms", "publish_p50_ms", false),
+        row(
+            "server CPU µs per delivery",
+            "server_cpu_us_per_delivery",
+            false,
+        ),
+        row(
+            "server CPU ms per command",
+            "server_cpu_ms_per_command",
+            false,
+        ),
+        row(
+            "server CPU % of one core over the phase",
+            "server_cpu_util",
+            true,
+        ),
+        row(
+            "RSS peak MiB: runtime workerd",
+            "rss_runtime_peak_mib",
+            false,
+        ),
+        row("time to open all sockets ms", "connect_ms", false),
+        row("objects holding the sockets", "objects", false),
+        row("relays fed", "relays_fed", false),
+        row(
+            "sockets on the character's own object",
+            "owner_sockets",
+            false,
+        ),
+        row(
+            "most sockets on one object",
+            "most_sockets_per_object",
+            false,
+        ),
+        row("lost", "lost", false),
+        row("duplicated", "duplicated", false),
+        row("out of order", "out_of_order", false),
+        row("misrouted", "misrouted", false),
+        row("publish errors", "publish_errors", false),
+    ] {
+        // Where the sockets were is a fact of the setup, not better or worse.
+        let setup = matches!(
+            m.key,
+            "objects" | "relays_fed" | "owner_sockets" | "most_sockets_per_object"
+        );
+        let _ = writeln!(
+            out,
+            "| {}{} | {} | {} | {} |",
+            m.name,
+            match (setup, m.higher) {
+                (true, _) => "",
+                (false, true) => " ↑",
+                (false, false) => " ↓",
+            },
+            cell(d.median("f", a, "max", m.key)),
+            cell(d.median("f", b, "max", m.key)),
+            ratio_cell(&d.ratios(("f", b), ("f", a), "max", m.key)),
+        );
+    }
+    let flags = |s: &str| {
+        let rows = d.of("f", s, "max");
+        let limited = rows.iter().filter(|r| r["client_limited"] == true).count();
+        let failed = rows.iter().filter(|r| r["ok"] == false).count();
+        format!("{limited}/{} limited, {failed} failed", rows.len())
+    };
+    let _ = writeln!(
+        out,
+        "| client-limited rounds, failed checks | {} | {} | |",
+        flags(a),
+        flags(b)
+    );
 }
 
 /// (a'): ours with a 20 ms batching window against every server's (a).
