@@ -273,6 +273,14 @@ async fn subscribe(
 ) -> Handled {
     // Validated here so that a bad request never opens a socket.
     parse_subscribe_query(&req.query_pairs())?;
+    require_upgrade(&req)?;
+    let facts = subscribe_facts(principal, can_publish(principal, character));
+    let url = object_url(object_path::SUBSCRIBE, &req);
+    upgrade_to_object(env, character, &url, &facts.headers()).await
+}
+
+/// A subscribe must be a WebSocket upgrade (426 otherwise).
+fn require_upgrade(req: &Incoming) -> std::result::Result<(), AppError> {
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(AppError::new(
@@ -280,16 +288,19 @@ async fn subscribe(
             "subscribe needs a WebSocket upgrade (Upgrade: websocket)",
         ));
     }
-    let facts = SubscribeFacts {
+    Ok(())
+}
+
+/// What the object must know of a subscriber's principal.
+fn subscribe_facts(principal: &Principal, can_publish: bool) -> SubscribeFacts {
+    SubscribeFacts {
         user: match principal {
             Principal::Token(claims) => Some(claims.sub.clone()),
             _ => None,
         },
-        can_publish: can_publish(principal, character),
+        can_publish,
         expires_ms: token_expiry(principal).map(|exp| exp.saturating_mul(1000)),
-    };
-    let url = object_url(object_path::SUBSCRIBE, &req);
-    upgrade_to_object(env, character, &url, &facts.headers()).await
+    }
 }
 
 /// A scene socket (`GET /v1/subscribe?characters=`): the query is checked
@@ -301,21 +312,9 @@ async fn scene_subscribe(req: Incoming, env: &Env, principal: &Principal) -> Han
     for c in &query.characters {
         check(principal, Action::Subscribe, Some(c))?;
     }
-    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return Err(AppError::new(
-            ErrorCode::UpgradeRequired,
-            "subscribe needs a WebSocket upgrade (Upgrade: websocket)",
-        ));
-    }
-    let facts = SubscribeFacts {
-        user: match principal {
-            Principal::Token(claims) => Some(claims.sub.clone()),
-            _ => None,
-        },
-        can_publish: query.characters.iter().all(|c| can_publish(principal, c)),
-        expires_ms: token_expiry(principal).map(|exp| exp.saturating_mul(1000)),
-    };
+    require_upgrade(&req)?;
+    let can = query.characters.iter().all(|c| can_publish(principal, c));
+    let facts = subscribe_facts(principal, can);
     let name = routing::scene::scene_name(&query.characters);
     let url = object_url(object_path::SUBSCRIBE, &req);
     crate::forward::upgrade_to_scene(env, &name, &url, &facts.headers()).await

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use futures_util::future::join_all;
 use routing::archive::{decode_rows, rows_value};
-use routing::catalogue::{MAX_FEED_ROWS, RESUME_MAX_PAGES};
+use routing::catalogue::MAX_FEED_ROWS;
 use routing::query::parse_subscribe_query;
 use routing::reader::ReadOutcome;
 use routing::relays::{relay_name, Placement};
@@ -134,15 +134,7 @@ impl Character {
     ) -> AppResult<Response> {
         let query = parse_subscribe_query(pairs)?;
         let since = query.since.unwrap_or(0);
-        let limit = self.with_core(now, |core| Ok(core.config.resume_limit))?;
-        let reader = self.read(
-            now,
-            since,
-            query.epoch.clone(),
-            &query.topics,
-            usize::try_from(limit).unwrap_or(usize::MAX),
-            RESUME_MAX_PAGES,
-        )?;
+        let reader = self.resume_reader(now, since, query.epoch.clone(), &query.topics)?;
         let reader = self.drive(now, reader).await?;
         let covered = self.with_core(now, |core| Ok(core.hub.seq()))?;
         let ReadOutcome {
@@ -332,14 +324,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
             &wasm_bindgen::JsValue::from_str(&body),
         )
         .await;
-        let answer = match answer {
-            Ok(mut resp) if resp.status_code() == 200 => resp.json::<FeedAnswer>().await,
-            Ok(resp) => Err(worker::Error::RustError(format!(
-                "relay {name} answered {}",
-                resp.status_code()
-            ))),
-            Err(e) => Err(worker::Error::RustError(e.message().to_string())),
-        };
+        let answer = feed_answer(answer, "relay", &name).await;
         let mut guard = shared.borrow_mut();
         let Some(core) = guard.as_mut() else {
             return Ok(());
@@ -366,4 +351,21 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
 /// Decodes the rows of a feed or replay answer.
 pub fn rows_of(value: serde_json::Value) -> AppResult<Vec<routing::hub::StoredCommand>> {
     decode_rows(value).ok_or_else(|| AppError::internal("unreadable relay rows"))
+}
+
+/// A relay's or scene's answer to a feed request: its place and sockets,
+/// or what went wrong (`kind` and `name` say which object, for the log).
+pub(super) async fn feed_answer(
+    answer: std::result::Result<Response, AppError>,
+    kind: &str,
+    name: &str,
+) -> worker::Result<FeedAnswer> {
+    match answer {
+        Ok(mut resp) if resp.status_code() == 200 => resp.json::<FeedAnswer>().await,
+        Ok(resp) => Err(worker::Error::RustError(format!(
+            "{kind} {name} answered {}",
+            resp.status_code()
+        ))),
+        Err(e) => Err(worker::Error::RustError(e.message().to_string())),
+    }
 }

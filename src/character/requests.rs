@@ -131,15 +131,7 @@ impl Character {
         // says where `GET .../history` continues.
         let resume = match query.since {
             Some(since) => {
-                let limit = self.with_core(now, |core| Ok(core.config.resume_limit))?;
-                let reader = self.read(
-                    now,
-                    since,
-                    query.epoch.clone(),
-                    &query.topics,
-                    usize::try_from(limit).unwrap_or(usize::MAX),
-                    RESUME_MAX_PAGES,
-                )?;
+                let reader = self.resume_reader(now, since, query.epoch.clone(), &query.topics)?;
                 let ReadOutcome {
                     rows,
                     complete,
@@ -240,6 +232,26 @@ impl Character {
     }
 
     /// A reader of the commands after `since` that match `filters`.
+    /// The reader of a resume: bounded by `RESUME_LIMIT` commands and
+    /// `RESUME_MAX_PAGES` archive pages.
+    pub(super) fn resume_reader(
+        &self,
+        now: u64,
+        since: u64,
+        client_epoch: Option<String>,
+        filters: &[TopicFilter],
+    ) -> AppResult<Reader> {
+        let limit = self.with_core(now, |core| Ok(core.config.resume_limit))?;
+        self.read(
+            now,
+            since,
+            client_epoch,
+            filters,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+            RESUME_MAX_PAGES,
+        )
+    }
+
     pub(super) fn read(
         &self,
         now: u64,

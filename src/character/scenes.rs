@@ -12,7 +12,7 @@ use routing::wire::{path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin};
 use worker::{Env, Request, Response};
 
 use super::core::{Role, Shared, CHARACTER_FULL_RETRY_SECS};
-use super::relays::FEED_ROUNDS;
+use super::relays::{feed_answer, FEED_ROUNDS};
 use super::tasks::Task;
 use super::{AppResult, Character};
 use crate::error::{json_response, AppError};
@@ -57,7 +57,6 @@ impl Character {
 /// at a time; stops when it is caught up, leaves the set, or a request
 /// fails (the next publish or wake probes it).
 pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result<()> {
-    let to_err = |e: AppError| worker::Error::RustError(e.message().to_string());
     for _ in 0..FEED_ROUNDS {
         let next = {
             let mut guard = shared.borrow_mut();
@@ -97,14 +96,7 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             &wasm_bindgen::JsValue::from_str(&body),
         )
         .await;
-        let answer = match answer {
-            Ok(mut resp) if resp.status_code() == 200 => resp.json::<FeedAnswer>().await,
-            Ok(resp) => Err(worker::Error::RustError(format!(
-                "scene {name} answered {}",
-                resp.status_code()
-            ))),
-            Err(e) => Err(to_err(e)),
-        };
+        let answer = feed_answer(answer, "scene", &name).await;
         let mut guard = shared.borrow_mut();
         let Some(core) = guard.as_mut() else {
             return Ok(());
