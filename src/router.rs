@@ -182,6 +182,8 @@ async fn dispatch(
     };
     match route {
         Route::Health => Ok(json_response(200, r#"{"status":"ok"}"#)?),
+        // The Worker's own clock: no object is woken, no credentials asked.
+        Route::Time => Ok(json_response(200, &routing::schedule::time_body(now_ms()))?),
         Route::Preflight(allow) => {
             let headers = Headers::new();
             let cors = settings.cors.as_ref();
@@ -341,7 +343,7 @@ async fn publish(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
 /// plus the derived commands.
 async fn say(req: Incoming, env: &Env, character: &CharacterId) -> Handled {
     let body = read_body(&req).await?;
-    let commands = crate::say::derive(env, &body)?;
+    let commands = crate::say::derive(env, &body, now_ms())?;
     let derived: Vec<serde_json::Value> = commands.iter().map(command_json).collect();
     let forward = serde_json::json!({ "commands": derived }).to_string();
     let mut resp = post_to_object(
@@ -374,6 +376,7 @@ fn command_json(cmd: &Command) -> serde_json::Value {
         "params": cmd.params,
         "duration_ms": cmd.duration_ms,
         "id": cmd.id,
+        "at": cmd.at,
     })
 }
 
@@ -381,6 +384,9 @@ fn command_json(cmd: &Command) -> serde_json::Value {
 async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     let body = read_body(&req).await?;
     let (characters, command) = parse_broadcast_body(&body)?;
+    // Checked here too, so a bad `at` is a 400 before any character is
+    // published to (each object checks it again against its own clock).
+    routing::schedule::check_commands(std::slice::from_ref(&command), now_ms())?;
     for c in &characters {
         check(principal, Action::Publish, Some(c))?;
     }

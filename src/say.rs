@@ -1,5 +1,6 @@
 //! `POST /v1/characters/{c}/say`: text to timed animation commands by the
-//! rule engine of `routing::animator`, compiled once per isolate. The rules
+//! rule engine of `routing::animator`, compiled once per isolate, optionally
+//! scheduled on server time (`lead_ms`, `routing::schedule`). The rules
 //! are the shipped default unless the `SAY_RULES` var holds a rules file.
 
 use std::cell::RefCell;
@@ -31,8 +32,9 @@ fn animator(env: &Env) -> Result<Rc<RuleAnimator>, AppError> {
     Ok(rc)
 }
 
-/// Parses a say body and derives its commands.
-pub fn derive(env: &Env, body: &[u8]) -> Result<Vec<Command>, AppError> {
+/// Parses a say body and derives its commands. With `lead_ms` they are
+/// scheduled on server time: `at` is `now + lead_ms + start_ms`.
+pub fn derive(env: &Env, body: &[u8], now: u64) -> Result<Vec<Command>, AppError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     let obj = value
@@ -48,5 +50,10 @@ pub fn derive(env: &Env, body: &[u8]) -> Result<Vec<Command>, AppError> {
         Some(serde_json::Value::String(t)) => Some(Topic::parse(t).map_err(ApiError::from)?),
         Some(_) => return Err(ApiError::bad_request("`topic` must be a string").into()),
     };
-    Ok(animator(env)?.animate(text, topic.as_ref())?)
+    let lead = routing::schedule::parse_lead(obj.get("lead_ms"))?;
+    let mut commands = animator(env)?.animate(text, topic.as_ref())?;
+    if let Some(lead) = lead {
+        routing::schedule::schedule(&mut commands, now, lead);
+    }
+    Ok(commands)
 }

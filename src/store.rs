@@ -28,8 +28,11 @@ use routing::catalogue::IDEMPOTENCY_WINDOW_MS as IDEMPOTENCY_MS;
 const PRUNE_EVERY_MS: u64 = 10_000;
 
 const INSERT_COMMAND: &str =
-    "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id) \
-                              VALUES (?, ?, ?, ?, ?, ?, ?)";
+    "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id, at) \
+                              VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+/// The columns a command row is read back with.
+const SELECT_COMMAND: &str =
+    "SELECT seq, ts, topic, name, params, duration_ms, id, at FROM commands";
 const UPSERT_ID: &str = "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
                          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts";
 
@@ -41,7 +44,7 @@ extern "C" {
     type SqlExec;
     #[wasm_bindgen(method, catch, js_name = exec)]
     #[allow(clippy::too_many_arguments)]
-    fn exec7(
+    fn exec8(
         this: &SqlExec,
         query: &str,
         seq: f64,
@@ -51,6 +54,7 @@ extern "C" {
         params: &str,
         duration_ms: &JsValue,
         id: &JsValue,
+        at: &JsValue,
     ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch, js_name = exec)]
     fn exec3(this: &SqlExec, query: &str, id: &str, seq: f64, ts: f64) -> Result<JsValue, JsValue>;
@@ -75,13 +79,14 @@ struct RowArgs {
     params: String,
     duration: JsValue,
     id: JsValue,
+    at: JsValue,
     key: Option<String>,
 }
 
 impl RowArgs {
     /// The row's `INSERT`: one fixed-arity call into the runtime.
     fn insert(&self, sql: &SqlExec) -> Result<JsValue, JsValue> {
-        sql.exec7(
+        sql.exec8(
             INSERT_COMMAND,
             self.seq,
             self.ts,
@@ -90,6 +95,7 @@ impl RowArgs {
             &self.params,
             &self.duration,
             &self.id,
+            &self.at,
         )
     }
 }
@@ -123,6 +129,7 @@ struct CommandRow {
     params: String,
     duration_ms: Option<f64>,
     id: Option<String>,
+    at: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +142,22 @@ pub struct IdRow {
 #[derive(Deserialize)]
 struct TopicsRow {
     topics: String,
+}
+
+#[derive(Deserialize)]
+struct ColumnRow {
+    name: String,
+}
+
+/// Objects whose `commands` table predates `at` get the column (nullable, so
+/// their rows read back as commands without one). Runs on every wake: one
+/// read of the table's schema, and the `ALTER` once per object.
+fn add_at_column(sql: &SqlStorage) -> worker::Result<()> {
+    let columns: Vec<ColumnRow> = sql.exec("PRAGMA table_info(commands)", None)?.to_array()?;
+    if !columns.iter().any(|c| c.name == "at") {
+        sql.exec("ALTER TABLE commands ADD COLUMN at INTEGER", None)?;
+    }
+    Ok(())
 }
 
 fn int(v: u64) -> SqlStorageValue {
@@ -151,9 +174,11 @@ impl Store {
         )?;
         sql.exec(
             "CREATE TABLE IF NOT EXISTS commands (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT)",
+             topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT, \
+             at INTEGER)",
             None,
         )?;
+        add_at_column(&sql)?;
         sql.exec(
             "CREATE TABLE IF NOT EXISTS idempotency (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
             None,
@@ -259,6 +284,10 @@ impl Store {
                     .as_deref()
                     .map(JsValue::from_str)
                     .unwrap_or(JsValue::NULL),
+                at: c
+                    .at
+                    .map(|at| JsValue::from_f64(at as f64))
+                    .unwrap_or(JsValue::NULL),
                 key: c.id.clone(),
             });
         }
@@ -314,7 +343,7 @@ impl Store {
         let rows: Vec<CommandRow> = self
             .sql
             .exec(
-                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq > ? ORDER BY seq LIMIT ?",
+                &format!("{SELECT_COMMAND} WHERE seq > ? ORDER BY seq LIMIT ?"),
                 vec![int(since), int(limit)],
             )?
             .to_array()?;
@@ -326,7 +355,7 @@ impl Store {
         let rows: Vec<CommandRow> = self
             .sql
             .exec(
-                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq >= ? AND seq <= ? ORDER BY seq",
+                &format!("{SELECT_COMMAND} WHERE seq >= ? AND seq <= ? ORDER BY seq"),
                 vec![int(from), int(to)],
             )?
             .to_array()?;
@@ -477,6 +506,7 @@ fn decode(row: CommandRow) -> Option<StoredCommand> {
             params,
             duration_ms: row.duration_ms.map(|d| d as u32),
             id: row.id,
+            at: row.at.map(|at| at as u64),
         },
     })
 }

@@ -77,6 +77,9 @@ struct Row {
     duration_ms: Option<u32>,
     #[serde(default)]
     id: Option<String>,
+    /// Absent in pages written before commands had `at`, and when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<u64>,
 }
 
 fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
@@ -89,6 +92,7 @@ fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
             params: r.command.params.clone(),
             duration_ms: r.command.duration_ms,
             id: r.command.id.clone(),
+            at: r.command.at,
         })
         .collect()
 }
@@ -118,6 +122,7 @@ fn row_command(r: Row) -> Option<StoredCommand> {
             params: r.params,
             duration_ms: r.duration_ms,
             id: r.id,
+            at: r.at,
         },
     })
 }
@@ -126,23 +131,7 @@ fn row_command(r: Row) -> Option<StoredCommand> {
 /// reader reports as incomplete) rather than failing the whole page.
 pub fn decode_page(json: &str) -> Option<Vec<StoredCommand>> {
     let rows: Vec<Row> = serde_json::from_str(json).ok()?;
-    Some(
-        rows.into_iter()
-            .filter_map(|r| {
-                Some(StoredCommand {
-                    seq: r.seq,
-                    ts: r.ts,
-                    command: Command {
-                        topic: Topic::parse(&r.topic).ok()?,
-                        name: CommandName::parse(&r.name).ok()?,
-                        params: r.params,
-                        duration_ms: r.duration_ms,
-                        id: r.id,
-                    },
-                })
-            })
-            .collect(),
-    )
+    Some(rows.into_iter().filter_map(row_command).collect())
 }
 
 #[cfg(test)]
@@ -159,6 +148,7 @@ mod tests {
                 params: serde_json::Map::new(),
                 duration_ms: Some(5),
                 id: Some(format!("id{seq}")),
+                at: seq.is_multiple_of(2).then_some(seq * 100),
             },
         }
     }
@@ -191,6 +181,19 @@ mod tests {
         let rows: Vec<StoredCommand> = (1..=3).map(row).collect();
         assert_eq!(decode_page(&encode_page(&rows)).unwrap(), rows);
         assert!(decode_page("not json").is_none());
+        assert_eq!(decode_rows(rows_value(&rows)).unwrap(), rows);
+    }
+
+    #[test]
+    fn at_is_kept_and_pages_without_it_still_decode() {
+        let rows: Vec<StoredCommand> = (1..=2).map(row).collect();
+        let page = encode_page(&rows);
+        // Only the row that has one carries `at`.
+        assert_eq!(page.matches("\"at\"").count(), 1, "{page}");
+        let old = r#"[{"seq":1,"ts":5,"topic":"face","name":"smile","params":{}}]"#;
+        let decoded = decode_page(old).unwrap();
+        assert_eq!(decoded[0].command.at, None);
+        assert_eq!(decoded[0].ts, 5);
     }
 
     #[test]

@@ -838,6 +838,10 @@ impl Hub {
                     let code = ErrorCode::Forbidden;
                     return self.refuse(now, key, code, msg, r#ref.as_deref(), out);
                 }
+                if let Err(e) = crate::schedule::check_commands(std::slice::from_ref(&command), now)
+                {
+                    return self.refuse(now, key, e.code, &e.message, r#ref.as_deref(), out);
+                }
                 self.accept(key);
                 let origin = Origin::Client { client: key, r#ref };
                 out.push(Effect::Store(self.plan(vec![command], now, origin)));

@@ -483,6 +483,39 @@ fn client_publish_needs_right_and_answers_published() {
     assert_eq!(pf[1], json!({"type": "published", "seq": 1, "ref": "r2"}));
 }
 
+/// A client publish carries `at` through to every frame; one more than an
+/// hour from the hub's clock is refused with `bad_request` (and its `ref`),
+/// publishing nothing.
+#[test]
+fn client_publish_at_is_passed_through_and_bounded() {
+    let now = 1_700_000_000_000u64;
+    let mut fx = Fx::new(0);
+    let a = fx.connect("a", &[">"], false, false);
+    let p = fx.connect("p", &["face"], false, true);
+    fx.take(a);
+    fx.take(p);
+    let at = now + 500;
+    let ok = format!(r#"{{"type":"publish","ref":"r1","name":"smile","topic":"face","at":{at}}}"#);
+    fx.frame(p, &ok, now);
+    let got = fx.take(a);
+    assert_eq!(got[0]["at"], json!(at));
+    assert_eq!(got[0]["ts"], json!(now));
+    let far = now + crate::schedule::MAX_AT_DISTANCE_MS + 1;
+    let bad =
+        format!(r#"{{"type":"publish","ref":"r2","name":"smile","topic":"face","at":{far}}}"#);
+    fx.frame(p, &bad, now);
+    let pf = fx.take(p);
+    let err = pf.last().unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "bad_request");
+    assert_eq!(err["ref"], "r2");
+    assert!(fx.take(a).is_empty());
+    // Without `at` the frame says null.
+    fx.publish(vec![c("face", "blink")], now);
+    assert_eq!(fx.take(a)[0]["at"], Value::Null);
+    assert_eq!(fx.seqs(a), Vec::<u64>::new());
+}
+
 #[test]
 fn bad_frames_get_errors_then_close() {
     let mut fx = Fx::new(0);

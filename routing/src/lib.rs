@@ -23,6 +23,7 @@ pub mod route;
 pub mod scene;
 pub mod scene_feeds;
 pub mod scene_hub;
+pub mod schedule;
 pub mod settings;
 pub mod subscriptions;
 pub mod tally;

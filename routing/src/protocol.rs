@@ -178,10 +178,14 @@ pub struct Command {
     pub params: Map<String, Value>,
     pub duration_ms: Option<u32>,
     pub id: Option<String>,
+    /// When it should start playing (ms since the Unix epoch, server
+    /// clock); its distance from now is checked by `schedule::check_at`.
+    pub at: Option<u64>,
 }
 
 /// Validates one command object. `null` counts as absent for the optional
-/// fields (`topic`, `params`, `duration_ms`, `id`); unknown fields are ignored.
+/// fields (`topic`, `params`, `duration_ms`, `id`, `at`); unknown fields are
+/// ignored.
 pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
     let Some(obj) = v.as_object() else {
         return Err(ApiError::bad_request("a command must be a JSON object"));
@@ -228,12 +232,14 @@ pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
             )))
         }
     };
+    let at = crate::schedule::parse_at(obj.get("at"))?;
     Ok(Command {
         topic,
         name,
         params,
         duration_ms,
         id,
+        at,
     })
 }
 
@@ -441,6 +447,7 @@ pub struct CommandFrame<'a> {
     pub seq: u64,
     pub epoch: &'a str,
     pub ts: u64,
+    pub at: Option<u64>,
     pub name: &'a CommandName,
     pub params: &'a Map<String, Value>,
     pub duration_ms: Option<u32>,
@@ -449,13 +456,14 @@ pub struct CommandFrame<'a> {
 
 impl Serialize for CommandFrame<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("CommandFrame", 10)?;
+        let mut st = s.serialize_struct("CommandFrame", 11)?;
         st.serialize_field("type", "command")?;
         st.serialize_field("character", self.character)?;
         st.serialize_field("topic", self.topic)?;
         st.serialize_field("seq", &self.seq)?;
         st.serialize_field("epoch", self.epoch)?;
         st.serialize_field("ts", &self.ts)?;
+        st.serialize_field("at", &self.at)?;
         st.serialize_field("name", self.name)?;
         st.serialize_field("params", self.params)?;
         st.serialize_field("duration_ms", &self.duration_ms)?;
@@ -478,6 +486,7 @@ pub fn command_frame_json(
         seq,
         epoch,
         ts,
+        at: cmd.at,
         name: &cmd.name,
         params: &cmd.params,
         duration_ms: cmd.duration_ms,

@@ -281,12 +281,14 @@ fn server_frames_have_contract_fields() {
     assert_eq!(
         parse(&f),
         json!({"type": "command", "character": "alice", "topic": "face", "seq": 7, "epoch": "ep",
-            "ts": 99, "name": "smile", "params": {"i": 1}, "duration_ms": 5, "id": "k"})
+            "ts": 99, "at": null, "name": "smile", "params": {"i": 1}, "duration_ms": 5, "id": "k"})
     );
-    let c2 = cmd(json!({"name": "wave"})).unwrap();
+    let c2 = cmd(json!({"name": "wave", "at": 1_700_000_000_500u64})).unwrap();
     let f2 = command_frame_json(&ch, "ep", 8, 100, &c2);
     assert_eq!(parse(&f2)["duration_ms"], Value::Null);
     assert_eq!(parse(&f2)["id"], Value::Null);
+    // `at` sits beside `ts`.
+    assert!(f2.contains(r#""ts":100,"at":1700000000500,"#), "{f2}");
     let b = batch_frame_json(&ch, &[&f, &f2]);
     assert_eq!(
         parse(&b),
@@ -357,11 +359,12 @@ proptest! {
         let mut params = Map::new();
         params.insert(key.clone(), json!(val));
         let c = Command { topic: Topic::main(), name: CommandName::parse("n").unwrap(), params,
-            duration_ms: Some(1), id: r.clone() };
+            duration_ms: Some(1), id: r.clone(), at: Some(ts / 2) };
         let f = parse(&command_frame_json(&ch, &cid, seq, ts, &c));
         prop_assert_eq!(&f["epoch"], &json!(cid));
         prop_assert_eq!(&f["seq"], &json!(seq));
         prop_assert_eq!(&f["ts"], &json!(ts));
+        prop_assert_eq!(&f["at"], &json!(ts / 2));
         prop_assert_eq!(&f["params"][&key], &json!(val));
         prop_assert_eq!(&f["id"], &json!(r));
         let e = parse(&error_frame_json(ErrorCode::BadMessage, &msg, r.as_deref()));

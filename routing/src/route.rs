@@ -20,6 +20,8 @@ use crate::topic::CharacterId;
 pub enum Route {
     /// `GET` or `HEAD /healthz`.
     Health,
+    /// `GET` or `HEAD /v1/time`: the server's clock, no credentials.
+    Time,
     /// `GET /v1/characters/{character}/subscribe`.
     Subscribe(CharacterId),
     /// `POST /v1/characters/{character}/commands`.
@@ -77,6 +79,7 @@ impl Route {
             | Route::AdminCharacterSubscriptions(c)
             | Route::AdminKick { character: c, .. } => Some(c),
             Route::Health
+            | Route::Time
             | Route::Preflight(_)
             | Route::Broadcast
             | Route::SceneSubscribe
@@ -184,6 +187,7 @@ const DELETE: &[&str] = &["DELETE", "OPTIONS"];
 /// A path the table knows, before its method and names are checked.
 enum Shape<'a> {
     Health,
+    Time,
     Character(&'a str, &'a str),
     Broadcast,
     Scene,
@@ -206,7 +210,7 @@ impl Shape<'_> {
     fn is_admin(&self) -> bool {
         !matches!(
             self,
-            Shape::Health | Shape::Character(..) | Shape::Broadcast | Shape::Scene
+            Shape::Health | Shape::Time | Shape::Character(..) | Shape::Broadcast | Shape::Scene
         )
     }
 
@@ -214,6 +218,7 @@ impl Shape<'_> {
     fn resolve(self) -> Result<Route, RouteError> {
         Ok(match self {
             Shape::Health => Route::Health,
+            Shape::Time => Route::Time,
             Shape::Character(name, action) => {
                 let c = character(name)?;
                 match action {
@@ -242,6 +247,7 @@ impl Shape<'_> {
 fn shape<'a>(segments: &[&'a str]) -> Option<Shape<'a>> {
     Some(match *segments {
         ["healthz"] => Shape::Health,
+        ["v1", "time"] => Shape::Time,
         ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
             Shape::Character(name, action)
         }

@@ -91,6 +91,21 @@ fn health() {
 }
 
 #[test]
+fn time() {
+    cases!(
+        "GET" "/v1/time" => Route::Time,
+        "HEAD" "/v1/time" => Route::Time,
+        "POST" "/v1/time" => NA_GET,
+        "DELETE" "/v1/time" => NA_GET,
+        "GET" "/v1/time/" => NF,
+        "GET" "/v1/TIME" => NF,
+        "GET" "/v1/time/x" => NF,
+    );
+    assert_eq!(route("GET", "/v1/time").unwrap().character(), None);
+    assert!(!route("GET", "/v1/time").unwrap().is_admin());
+}
+
+#[test]
 fn unknown_paths_are_404_whatever_the_method() {
     cases!(
         "GET" "/" => NF,

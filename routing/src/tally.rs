@@ -81,6 +81,7 @@ pub fn route_label(route: Option<&Route>) -> &'static str {
     match route {
         None => "unrouted",
         Some(Route::Health) => "healthz",
+        Some(Route::Time) => "time",
         Some(Route::Subscribe(_)) => "subscribe",
         Some(Route::Publish(_)) => "commands",
         Some(Route::History(_)) => "history",

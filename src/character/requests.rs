@@ -171,6 +171,7 @@ impl Character {
 
     fn publish(&self, now: u64, body: &[u8]) -> AppResult<Response> {
         let commands = parse_publish_body(body)?;
+        routing::schedule::check_commands(&commands, now)?;
         self.with_core(now, |core| {
             let replies = core.feed(now, Input::Publish { commands });
             let (seqs, delivered) = match replies.into_iter().next() {

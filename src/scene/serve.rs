@@ -382,6 +382,13 @@ pub fn forward_publish(
                 "history archiving lags; publish again later",
                 r,
             ),
+            // The character refused the command (an `at` too far from its
+            // clock): the client's fault, said in the character's words.
+            Ok(mut resp) if resp.status_code() == 400 => {
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                let msg = body["error"]["message"].as_str().unwrap_or("bad command");
+                error_frame_json(ErrorCode::BadRequest, msg, r)
+            }
             Ok(resp) => {
                 console_error!("scene publish: {character} answered {}", resp.status_code());
                 failed()
