@@ -62,6 +62,7 @@ CONTRACT_OPERATIONS = [
     ("delete", "/v1/admin/characters/{character}/subscriptions/{client_id}"),
     ("get", "/v1/admin/logs"),
     ("get", "/healthz"),
+    ("get", "/v1/time"),
 ]
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
