@@ -16,6 +16,14 @@
 // codes 4001 (token expired), 4003 (rights withdrawn) or 4010 (disconnected by
 // an admin), nor after an HTTP refusal of the upgrade that Node can see
 // (400/401/403/404; browsers cannot see the status of a refused upgrade).
+//
+// Synchronized playback (`sync` option, docs/protocol.md "Synchronized playback"):
+// a `ServerClock` estimates the offset to the server's clock from `GET /v1/time`
+// (several samples at start, again every `resampleMs`, the lowest round trip wins,
+// later corrections slewed in gradually), and `onCommand` is then called when the
+// local clock reaches each command's `at` (or `ts` + `playoutDelayMs` without one),
+// still in seq order. A command already past that time is delivered at once with
+// `late: true`. Types: client.d.ts.
 
 /**
  * A `command` frame (contract §2).
@@ -26,6 +34,7 @@
  * @property {number} seq
  * @property {string} epoch
  * @property {number} ts            server time, ms since the Unix epoch
+ * @property {number|null} at       when to start playing (server time, ms since the Unix epoch), or null
  * @property {string} name
  * @property {Record<string, unknown>} params
  * @property {number|null} duration_ms
@@ -76,9 +85,13 @@
  * @property {boolean} [presence]   ask for `presence` frames (delivered to `onPresence`)
  * @property {Record<string,string>} [headers] extra upgrade headers (Node `ws` only, e.g.
  *   `{"X-API-Key": "..."}` or `{"Authorization": "Bearer ..."}`); ignored by browsers
- * @property {(cmd: Command, meta: {replay: boolean}) => void} [onCommand] each new command,
+ * @property {(cmd: Command, meta: CommandMeta) => void} [onCommand] each new command,
  *   in seq order, exactly once; `replay` is true for commands replayed after a resume
- *   (including those fetched from history to complete a truncated resume)
+ *   (including those fetched from history to complete a truncated resume). With `sync`
+ *   on, called when the command is due on server time (see `SyncOptions`).
+ * @property {boolean|SyncOptions} [sync] synchronized playback on server time (off by default)
+ * @property {() => number} [now] the local clock, ms since the Unix epoch (default
+ *   `Date.now`); only the sync clock and scheduler read it, so tests can shift it
  * @property {(gap: GapInfo) => void} [onGap]
  * @property {(state: ClientState, detail: StateDetail) => void} [onState]
  * @property {(frame: object) => void} [onFrame]     every parsed frame, before handling
@@ -110,6 +123,30 @@
  */
 
 /**
+ * What `onCommand` receives beside the command.
+ * @typedef {object} CommandMeta
+ * @property {boolean} replay     replayed after a resume (or read from history to complete one)
+ * @property {boolean} [late]     sync only: the command's due time had passed when it
+ *   could be delivered (it arrived too late, or waited for an earlier seq); delivered at once
+ * @property {number} [lateByMs]  sync only: how far past its due time it was delivered (0 when not late)
+ * @property {number} [dueAt]     sync only: the server time it was due (`at`, or `ts` + `playoutDelayMs`)
+ */
+
+/**
+ * @typedef {object} SyncOptions
+ * @property {number} [playoutDelayMs] commands without `at` are due at `ts` + this
+ *   (default 150): a fixed delay behind the server, so viewers with different network
+ *   delays still play them together
+ * @property {number} [lateToleranceMs] a command is reported late only when it became
+ *   deliverable more than this past its due time (default 0)
+ * @property {ServerClock} [clock] a clock to share (e.g. between subscriptions); default:
+ *   one of its own, closed with the subscription
+ * @property {number} [samples] `ServerClock` option when the subscription makes its own
+ * @property {number} [resampleMs] `ServerClock` option when the subscription makes its own
+ * @property {number} [maxSlewPerSecondMs] `ServerClock` option when the subscription makes its own
+ */
+
+/**
  * @typedef {object} Subscription
  * @property {() => void} close    stop for good: closes the socket (code 1000), cancels timers
  * @property {number|null} seq     the seq the client is caught up to: the last delivered
@@ -122,6 +159,8 @@
  * @property {number} connections  how many sockets were opened so far
  * @property {(frame: object|string) => boolean} send send a raw frame on the live socket
  *   (false when none is open); note `subscribe`/`unsubscribe` frames are not replayed on reconnect
+ * @property {ServerClock|null} clock the sync clock (null without `sync`)
+ * @property {number} pending      sync only: commands received and waiting for their time
  */
 
 const DEFAULT_FATAL = [4001, 4003, 4010];
@@ -147,6 +186,21 @@ export function subscribe(character, options = {}) {
   const pongTimeoutMs = o.pongTimeoutMs ?? Math.min(10000, pingIntervalMs || 10000);
   const connectTimeoutMs = o.connectTimeoutMs ?? 15000;
   const fatalCodes = o.fatalCloseCodes ?? DEFAULT_FATAL;
+  const now = typeof o.now === "function" ? o.now : Date.now;
+  const syncOpts = o.sync ? (o.sync === true ? {} : o.sync) : null;
+  const ownClock = syncOpts && !syncOpts.clock;
+  /** @type {ServerClock|null} */
+  const clock = !syncOpts ? null : syncOpts.clock ?? new ServerClock({
+    baseUrl: o.baseUrl ?? o.url, fetch: o.fetch, now, headers: o.headers,
+    samples: syncOpts.samples, resampleMs: syncOpts.resampleMs, maxSlewPerSecondMs: syncOpts.maxSlewPerSecondMs,
+    onError: (err) => call(o.onError, err),
+  });
+  const playout = !syncOpts ? null : new Playout({
+    clock, now,
+    playoutDelayMs: syncOpts.playoutDelayMs ?? 150,
+    lateToleranceMs: syncOpts.lateToleranceMs ?? 0,
+    deliver: (cmd, meta) => { lastDelivered = cmd.seq; call(o.onCommand, cmd, meta); },
+  });
 
   /** @type {number|null} */ let cursor = Number.isInteger(o.since) ? o.since : null;
   /** @type {number|null} */ let lastDelivered = null;
@@ -279,6 +333,8 @@ export function subscribe(character, options = {}) {
   function finish(info) {
     stopped = true;
     clearTimers();
+    playout?.close();
+    if (ownClock) clock.close();
     setState("closed", info);
     call(o.onClose, info);
   }
@@ -449,6 +505,7 @@ export function subscribe(character, options = {}) {
     } else if (typeof cmd.epoch === "string") epoch = cmd.epoch;
     if (cursor !== null && cmd.seq <= cursor) return; // duplicate (or out of order): already delivered
     cursor = cmd.seq;
+    if (playout) return playout.push(cmd, { replay: c.replaying });
     lastDelivered = cmd.seq;
     call(o.onCommand, cmd, { replay: c.replaying });
   }
@@ -473,6 +530,8 @@ export function subscribe(character, options = {}) {
     get state() { return state; },
     get clientId() { return clientId; },
     get connections() { return connections; },
+    get clock() { return clock; },
+    get pending() { return playout ? playout.size : 0; },
   };
   connect();
   return handle;
@@ -482,7 +541,7 @@ export function subscribe(character, options = {}) {
  * Publishes one command, or several (an array: `{"commands":[...]}`, up to 100).
  * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
  * @param {string} character
- * @param {object|object[]} command `{topic?, name, params?, duration_ms?, id?}` or an array of them
+ * @param {object|object[]} command `{topic?, name, params?, duration_ms?, id?, at?}` or an array of them
  * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
  * @returns {Promise<{character: string, epoch: string, seqs: number[], delivered: number}>}
  *   rejects with an Error carrying `status` and `body` on a non-2xx answer
@@ -504,6 +563,215 @@ export async function publish(baseUrl, character, command, opts = {}) {
     throw err;
   }
   return json;
+}
+
+/**
+ * An estimate of the server's clock, from `GET /v1/time`: `serverNow() = now() + offset`.
+ *
+ * A sampling round sends `samples` requests one after another and keeps the one with
+ * the lowest round trip (the least room for queueing to skew it), taking the server's
+ * `now` to be the local midpoint of that request. The first round sets the offset at
+ * once; later rounds (every `resampleMs`) only set a target that the applied offset
+ * moves towards by at most `maxSlewPerSecondMs` per second, so scheduled playback never
+ * jumps, unless the target is more than `stepThresholdMs` away (then it steps).
+ */
+export class ServerClock {
+  /**
+   * @param {{baseUrl?: string, fetch?: typeof fetch, now?: () => number, headers?: Record<string,string>,
+   *   samples?: number, resampleMs?: number, maxSlewPerSecondMs?: number, stepThresholdMs?: number,
+   *   autoStart?: boolean, onSync?: (info: ClockSample) => void, onError?: (err: unknown) => void}} [options]
+   */
+  constructor(options = {}) {
+    const o = options;
+    this._url = `${httpBase(o.baseUrl)}/v1/time`;
+    this._fetch = o.fetch ?? globalThis.fetch;
+    this._now = typeof o.now === "function" ? o.now : Date.now;
+    this._headers = o.headers;
+    this.samples = Math.max(1, Math.floor(o.samples ?? 5));
+    this.resampleMs = o.resampleMs ?? 30000;
+    this.maxSlewPerSecondMs = o.maxSlewPerSecondMs ?? 50;
+    this.stepThresholdMs = o.stepThresholdMs ?? 1000;
+    this._onSync = o.onSync;
+    this._onError = o.onError;
+    /** Whether a round has succeeded (before that the offset is 0). */
+    this.synced = false;
+    /** The lowest round trip of the last successful round, ms. */
+    this.rtt = null;
+    this._applied = 0;      // offset in force at _appliedAt (local ms)
+    this._appliedAt = 0;
+    this._target = 0;
+    this._timer = null;
+    this._closed = false;
+    this._listeners = new Set();
+    /** Resolves after the first round: with its best sample, or null when every sample
+     *  failed (the offset stays 0 until a round succeeds; see `onError`). Never rejects. */
+    this.ready = new Promise((resolve) => { this._resolveReady = resolve; });
+    if (o.autoStart !== false) this.sync();
+  }
+
+  /** Local time, ms since the Unix epoch, from the injected clock. */
+  now() { return this._now(); }
+
+  /** The offset in force now (server minus local, ms), with any correction in progress. */
+  get offset() {
+    const t = this._now();
+    const diff = this._target - this._applied;
+    if (diff === 0) return this._applied;
+    const step = Math.max(0, t - this._appliedAt) * this.maxSlewPerSecondMs / 1000;
+    return Math.abs(diff) <= step ? this._target : this._applied + Math.sign(diff) * step;
+  }
+
+  /** The offset the clock is moving towards (the last round's estimate). */
+  get targetOffset() { return this._target; }
+
+  /** The server's clock now, by this estimate. */
+  serverNow() { return this._now() + this.offset; }
+
+  /** The local time at which the server's clock reads `serverMs`. */
+  toLocal(serverMs) { return serverMs - this.offset; }
+
+  /** Calls `fn` after each change of the target offset; returns an unsubscribe function. */
+  onChange(fn) { this._listeners.add(fn); return () => this._listeners.delete(fn); }
+
+  /**
+   * Runs one sampling round now and re-arms the periodic one.
+   * @returns {Promise<ClockSample|null>} the round's best sample (null when every sample failed)
+   */
+  async sync() {
+    if (this._closed) return null;
+    clearTimeout(this._timer); this._timer = null;
+    let best = null, lastErr = null;
+    for (let i = 0; i < this.samples && !this._closed; i++) {
+      try {
+        const s = await this._sample();
+        if (!best || s.rtt < best.rtt) best = s;
+      } catch (err) { lastErr = err; }
+    }
+    if (this._closed) return best;
+    if (best) this._apply(best);
+    else {
+      this._report(lastErr ?? new Error("time sync failed"));
+      // Playback waits for `ready`; without any sample it goes by the local clock
+      // (offset 0) until a later round succeeds and steps the offset in.
+      this._resolveReady(null);
+    }
+    if (this.resampleMs > 0) {
+      // A failed round is retried sooner than a good one is repeated.
+      const wait = best ? this.resampleMs : Math.min(this.resampleMs, 2000);
+      this._timer = setTimeout(() => { this._timer = null; this.sync(); }, wait);
+      this._timer.unref?.();
+    }
+    return best;
+  }
+
+  /** Stops re-sampling. */
+  close() { this._closed = true; clearTimeout(this._timer); this._timer = null; this._listeners.clear(); }
+
+  async _sample() {
+    if (typeof this._fetch !== "function") throw new TypeError("ServerClock: no fetch implementation (pass options.fetch)");
+    const t0 = this._now();
+    const res = await this._fetch(this._url, { headers: this._headers ?? {}, cache: "no-store" });
+    const t1 = this._now();
+    const body = await res.json();
+    if (!res.ok || !Number.isFinite(body?.now)) throw new Error(`GET /v1/time answered ${res.status}`);
+    const rtt = Math.max(0, t1 - t0);
+    return { offset: body.now - (t0 + t1) / 2, rtt, server: body.now, local: t1 };
+  }
+
+  _apply(sample) {
+    const t = this._now();
+    const current = this.offset;
+    this.rtt = sample.rtt;
+    this._target = sample.offset;
+    if (!this.synced || Math.abs(sample.offset - current) > this.stepThresholdMs) this._applied = sample.offset;
+    else this._applied = current;
+    this._appliedAt = t;
+    this.synced = true;
+    this._resolveReady(sample);
+    try { this._onSync?.(sample); } catch (err) { this._report(err); }
+    for (const fn of [...this._listeners]) { try { fn(sample); } catch (err) { this._report(err); } }
+  }
+
+  _report(err) { try { this._onError?.(err); } catch { /* the caller's problem */ } }
+}
+
+/**
+ * @typedef {object} ClockSample
+ * @property {number} offset server minus local clock, ms (the estimate of this sample)
+ * @property {number} rtt    round trip of the request, ms
+ * @property {number} server the server's `now`
+ * @property {number} local  the local clock when the answer arrived
+ */
+
+/**
+ * Holds commands until their due time on the server's clock, in seq order: the head
+ * of the queue waits for `at` (or `ts` + playoutDelayMs), each later one for the head.
+ * Commands are pushed in seq order (the subscription guarantees it).
+ */
+class Playout {
+  constructor({ clock, now, playoutDelayMs, lateToleranceMs, deliver }) {
+    this.clock = clock; this.now = now; this.delay = playoutDelayMs; this.tolerance = lateToleranceMs;
+    this.deliver = deliver;
+    this.queue = [];
+    this.timer = null;
+    this.closed = false;
+    this.ready = false;
+    // Until the first sampling round, the offset means nothing: hold everything.
+    clock.ready.then(() => { this.ready = true; this.pump(); });
+    // A new target offset moves due times: re-arm.
+    this.unlisten = clock.onChange(() => this.pump());
+  }
+
+  get size() { return this.queue.length; }
+
+  push(cmd, meta) {
+    if (this.closed) return;
+    const dueAt = Number.isFinite(cmd.at) ? cmd.at : cmd.ts + this.delay;
+    // `eligibleAt`: when it could first be delivered (nothing before it waiting).
+    this.queue.push({ cmd, meta, dueAt, eligibleAt: null });
+    this.pump();
+  }
+
+  pump() {
+    if (this.closed || !this.ready) return;
+    clearTimeout(this.timer); this.timer = null;
+    while (this.queue.length) {
+      const head = this.queue[0];
+      const t = this.now();
+      if (head.eligibleAt === null) head.eligibleAt = t;
+      const localDue = this.clock.toLocal(head.dueAt);
+      if (localDue > t) {
+        // Not yet: wake up at its time (a timer that fires early just re-arms).
+        this.timer = setTimeout(() => { this.timer = null; this.pump(); }, Math.max(1, Math.ceil(localDue - t)));
+        return;
+      }
+      this.queue.shift();
+      // Late when it was already past due when it became deliverable; a timer firing
+      // a little after its time is not the command's lateness.
+      const lateByMs = Math.max(0, Math.round(head.eligibleAt - localDue));
+      const late = lateByMs > this.tolerance;
+      this.deliver(head.cmd, { ...head.meta, late, lateByMs: late ? lateByMs : 0, dueAt: head.dueAt });
+      if (this.closed) return;
+      // The next one becomes deliverable now.
+      if (this.queue.length && this.queue[0].eligibleAt === null) this.queue[0].eligibleAt = this.now();
+    }
+  }
+
+  close() { this.closed = true; clearTimeout(this.timer); this.timer = null; this.queue = []; this.unlisten?.(); }
+}
+
+/**
+ * Reads the server's clock once: `GET /v1/time` (no credentials needed).
+ * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
+ * @param {{fetch?: typeof fetch}} [opts]
+ * @returns {Promise<number>} the server's `now`, ms since the Unix epoch
+ */
+export async function serverTime(baseUrl, opts = {}) {
+  const f = opts.fetch ?? globalThis.fetch;
+  const res = await f(`${httpBase(baseUrl)}/v1/time`, { cache: "no-store" });
+  const body = await res.json();
+  if (!res.ok || !Number.isFinite(body?.now)) throw Object.assign(new Error(`GET /v1/time answered ${res.status}`), { status: res.status, body });
+  return body.now;
 }
 
 function defaultOrigin() {
