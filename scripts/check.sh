@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The developer loop, `make check`: formatting, clippy with -D warnings on the
 # host (routing/ and bench/, all targets) and on wasm32-unknown-unknown (the
-# Worker), and the host tests of routing/. No build of the Worker, no servers;
+# Worker), the host tests of routing/ and a type check of the client's
+# declarations (public/client.d.ts). No build of the Worker, no servers;
 # under a minute once target/ is warm. `make test` runs it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +23,6 @@ cargo clippy -p animation-gateway --target wasm32-unknown-unknown -- -D warnings
 
 step "cargo test (routing, host)"
 cargo test -p routing
+
+step "tsc (public/client.d.ts against tests/types/client-usage.ts)"
+node_modules/.bin/tsc -p tests/types

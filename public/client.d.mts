@@ -1,0 +1,2 @@
+// Lets `import ... from "./client.mjs"` find the declarations in client.d.ts.
+export * from "./client.js";
