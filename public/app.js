@@ -2,11 +2,16 @@
 // publisher panel and an admin view. Its state lives in the URL, so it can be linked:
 //
 //   /?characters=alice,bob&topics=face,body.*        watch alice and bob, those filters
+//   /?characters=alice&sync=1                         synchronized playback on server time
 //   /?view=admin                                      the admin view
 //
 // It uses /client.mjs for subscribing (reconnect, lossless resume) and publishing.
+// With synchronized playback on, every window plays a command at the same moment: the
+// page estimates the server's clock (one ServerClock for all its subscriptions), plays
+// each command at its `at` (or `ts` + PLAYOUT_DELAY_MS), and what it publishes carries
+// `at` = server time + PUBLISH_LEAD_MS (`lead_ms` for say).
 
-import { subscribe, publish } from "./client.mjs";
+import { subscribe, publish, ServerClock } from "./client.mjs";
 import { CharacterView, KNOWN_COMMANDS, colorFor } from "./character.js";
 import { AdminView } from "./admin.js";
 import { api, enc, credentials, bindCredentialInputs } from "./api.js";
@@ -14,6 +19,10 @@ import { api, enc, credentials, bindCredentialInputs } from "./api.js";
 const NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const FILTER_RE = /^(?:(?:[a-z0-9_-]{1,32}|\*)\.){0,3}(?:[a-z0-9_-]{1,32}|\*|>)$/;
 const LOG_LIMIT = 300;
+/** Synchronized playback: commands without `at` play this long after their `ts`. */
+const PLAYOUT_DELAY_MS = 300;
+/** Synchronized playback: what this page publishes is due this long from now. */
+const PUBLISH_LEAD_MS = 600;
 
 /** Buttons of the publisher panel: name, default topic, params, duration. */
 const QUICK = [
@@ -47,16 +56,18 @@ function readUrl() {
   const raw = q.has("characters") ? q.get("characters") : q.get("character");
   const characters = raw === null ? (view === "admin" ? [] : ["alice"]) : splitList(raw).filter((c) => NAME_RE.test(c));
   const topics = splitList(q.get("topics") ?? "").filter((t) => FILTER_RE.test(t));
-  return { view, characters: [...new Set(characters)], topics: [...new Set(topics)] };
+  const sync = q.get("sync") === "1";
+  return { view, characters: [...new Set(characters)], topics: [...new Set(topics)], sync };
 }
 
 function splitList(s) { return s.split(",").map((x) => x.trim()).filter(Boolean); }
 
-function urlFor({ view, characters, topics }) {
+function urlFor({ view, characters, topics, sync }) {
   const q = new URLSearchParams();
   if (view === "admin") q.set("view", "admin");
   q.set("characters", characters.join(","));
   if (topics.length) q.set("topics", topics.join(","));
+  if (sync) q.set("sync", "1");
   // Keep `,`, `*` and `>` readable in the address bar.
   return `/?${q.toString().replace(/%2C/g, ",").replace(/%2A/g, "*").replace(/%3E/g, ">")}`;
 }
@@ -103,7 +114,7 @@ function time(ts = Date.now()) {
   return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
 }
 
-function logCommand(cmd, { replay }) {
+function logCommand(cmd, { replay, late }) {
   const li = document.createElement("li");
   li.className = "log-row cmd";
   li.dataset.character = cmd.character;
@@ -129,6 +140,7 @@ function logCommand(cmd, { replay }) {
   lat.textContent = latency;
   lat.title = "Time from the gateway's timestamp to arrival in this page";
   if (replay) lat.classList.add("replay");
+  if (late) { li.dataset.late = "true"; lat.title += " (played late: past its due time on arrival)"; }
   log.add(li);
 }
 
@@ -149,6 +161,23 @@ function logEvent(character, kind, text) {
 
 const watched = new Map(); // character -> {view, sub}
 
+/** The page's estimate of the server's clock, shared by its subscriptions (sync only). */
+let clock = null;
+function serverClock() {
+  if (!clock) {
+    clock = new ServerClock({ onSync: showClock, onError: (err) => console.warn("time sync", err) });
+  }
+  return clock;
+}
+
+function showClock() {
+  const el = $("[data-role=sync-status]");
+  if (!state.sync || !clock?.synced) { el.textContent = state.sync ? "Syncing with the server's clock…" : "Every window plays on server time"; return; }
+  const off = Math.round(clock.offset);
+  el.textContent = `Server clock ${off >= 0 ? "+" : "−"}${Math.abs(off)} ms · rtt ${clock.rtt} ms`;
+  document.body.dataset.clockOffset = String(off);
+}
+
 function connect(name) {
   const entry = watched.get(name);
   entry.sub?.close();
@@ -156,6 +185,7 @@ function connect(name) {
   let lastState = null;
   entry.sub = subscribe(name, {
     topics: state.topics,
+    sync: state.sync ? { clock: serverClock(), playoutDelayMs: PLAYOUT_DELAY_MS } : false,
     token: () => credentials.token || undefined,
     onState: (s, detail) => {
       if (entry.sub && watched.get(name) !== entry) return;
@@ -282,7 +312,11 @@ function applyState() {
     a.setAttribute("aria-current", a.dataset.nav === state.view ? "page" : "false");
     a.href = urlFor({ ...state, view: a.dataset.nav });
   }
-  const topicsKey = state.topics.join(",");
+  const topicsKey = `${state.topics.join(",")}|${state.sync}`;
+  $("#sync-input").checked = state.sync;
+  document.body.dataset.sync = String(state.sync);
+  if (state.sync) serverClock();
+  showClock();
   if (appliedTopics !== null && appliedTopics !== topicsKey) {
     appliedTopics = topicsKey;
     setCharacters(state.characters);
@@ -318,9 +352,17 @@ function showResult(kind, text) {
   el.textContent = text;
 }
 
+/** With synchronized playback on, what this page publishes is due PUBLISH_LEAD_MS from now. */
+function scheduled(commands) {
+  if (!state.sync || !clock?.synced) return commands;
+  const at = Math.round(clock.serverNow()) + PUBLISH_LEAD_MS;
+  return commands.map((c) => (c.at == null ? { ...c, at } : c));
+}
+
 async function sendCommands(commands, label) {
   const character = pubTarget();
   if (!character) return;
+  commands = scheduled(commands);
   try {
     const res = await publish(null, character, commands.length === 1 ? commands[0] : commands, {
       token: credentials.token || undefined, apiKey: credentials.apiKey || undefined,
@@ -403,7 +445,8 @@ function setupSay() {
     const text = $("#say-text").value.trim();
     if (!character || !text) return;
     try {
-      const res = await api("POST", `/v1/characters/${enc(character)}/say`, { text });
+      const body = state.sync ? { text, lead_ms: PUBLISH_LEAD_MS } : { text };
+      const res = await api("POST", `/v1/characters/${enc(character)}/say`, body);
       const names = (res.commands ?? []).map((c) => c.name);
       showResult("ok", `say → ${character} · ${names.join(", ")} · seq ${(res.seqs ?? []).join(", ")}`);
     } catch (err) {
@@ -434,6 +477,10 @@ function boot() {
     const topics = readTopics();
     if (!topics) return;
     state.topics = topics;
+    applyState(); pushUrl();
+  });
+  $("#sync-input").addEventListener("change", (e) => {
+    state.sync = e.target.checked;
     applyState(); pushUrl();
   });
   $("#character-input").addEventListener("keydown", (e) => {
@@ -490,7 +537,7 @@ function boot() {
   pushUrl(true);
   document.body.dataset.ready = "true";
   // For people poking around in the console.
-  window.gateway = { state, watched, subscribe, publish };
+  window.gateway = { state, watched, subscribe, publish, get clock() { return clock; } };
 }
 
 boot();

@@ -224,7 +224,7 @@ export class CharacterView {
    * Receives a command frame: records it at once, and performs it (after
    * `params.start_ms` when a `say` gesture carries one).
    */
-  receive(cmd, { replay = false } = {}) {
+  receive(cmd, { replay = false, dueAt } = {}) {
     const el = this.el;
     el.dataset.lastSeq = String(cmd.seq);
     el.dataset.lastCommand = cmd.name;
@@ -234,7 +234,10 @@ export class CharacterView {
     if (!replay && Number.isFinite(cmd.ts)) this.ui.latency.textContent = `${Math.max(0, Date.now() - cmd.ts)} ms`;
     else if (replay) this.ui.latency.textContent = "replay";
     const params = cmd.params && typeof cmd.params === "object" ? cmd.params : {};
-    const delay = cmd.name === "talk" ? 0 : num(params.start_ms, 0, 0, 60000);
+    // A command the client delivered at its `at` (synchronized playback) is already
+    // at its start: `say` put `start_ms` into `at`.
+    const onTime = dueAt !== undefined && Number.isFinite(cmd.at);
+    const delay = cmd.name === "talk" || onTime ? 0 : num(params.start_ms, 0, 0, 60000);
     if (delay > 0) setTimeout(() => this.play(cmd), delay);
     else this.play(cmd);
   }
@@ -242,6 +245,10 @@ export class CharacterView {
   /** Performs one command now. */
   play(cmd) {
     const name = String(cmd.name);
+    // When it started, on the wall clock (ms since the Unix epoch): compared across
+    // windows by the browser test of synchronized playback.
+    this.el.dataset.playedSeq = String(cmd.seq);
+    this.el.dataset.playedAt = (performance.timeOrigin + performance.now()).toFixed(1);
     const params = cmd.params && typeof cmd.params === "object" && !Array.isArray(cmd.params) ? cmd.params : {};
     const dur = Number.isInteger(cmd.duration_ms) ? Math.max(0, cmd.duration_ms) : (DEFAULT_MS[name] ?? 1000);
     if (name === "idle") return this.#idle(dur, cmd);

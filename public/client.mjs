@@ -584,8 +584,11 @@ export class ServerClock {
   constructor(options = {}) {
     const o = options;
     this._url = `${httpBase(o.baseUrl)}/v1/time`;
-    this._fetch = o.fetch ?? globalThis.fetch;
-    this._now = typeof o.now === "function" ? o.now : Date.now;
+    // Called unbound: a browser's fetch refuses any `this` but the window's.
+    const fetchFn = o.fetch ?? globalThis.fetch;
+    this._fetch = typeof fetchFn === "function" ? (url, init) => fetchFn(url, init) : undefined;
+    const nowFn = typeof o.now === "function" ? o.now : Date.now;
+    this._now = () => nowFn();
     this._headers = o.headers;
     this.samples = Math.max(1, Math.floor(o.samples ?? 5));
     this.resampleMs = o.resampleMs ?? 30000;
@@ -710,7 +713,7 @@ export class ServerClock {
  */
 class Playout {
   constructor({ clock, now, playoutDelayMs, lateToleranceMs, deliver }) {
-    this.clock = clock; this.now = now; this.delay = playoutDelayMs; this.tolerance = lateToleranceMs;
+    this.clock = clock; this.now = () => now(); this.delay = playoutDelayMs; this.tolerance = lateToleranceMs;
     this.deliver = deliver;
     this.queue = [];
     this.timer = null;

@@ -1,8 +1,9 @@
 // The browser page against a real gateway, in Debian's Chromium driven by playwright-core
 // (no browser download). Two pages each watch one character; commands published over
 // HTTP must change the right page's character and leave the other alone; the admin view
-// must list both pages' subscriptions and disconnect one. Screenshots of the viewer and
-// the admin view go to $ARTIFACTS_DIR/browser/.
+// must list both pages' subscriptions and disconnect one; with synchronized playback on,
+// two windows (one with its socket 150 ms slower) play a gesture within 50 ms of each
+// other. Screenshots of the viewer and the admin view go to $ARTIFACTS_DIR/browser/.
 //
 //   GATEWAY_URL=http://127.0.0.1:8787 ARTIFACTS_DIR=artifacts \
 //     node --test --test-concurrency=1 tests/browser/*.test.mjs
@@ -259,6 +260,48 @@ test("the admin view lists both pages' subscriptions and disconnects a client", 
   await phone.screenshot({ path: path.join(OUT, "admin-phone.png") });
   await phone.context().close();
   await admin.context().close();
+});
+
+test("synchronized playback: two windows of one character play a gesture within 50 ms", async (t) => {
+  const C = `sync-${suffix}`;
+  const near = [];
+  const one = await openPage(`?characters=${C}&sync=1`);
+  const two = await openPage(`?characters=${C}&sync=1`);
+  // The second window's socket hands every frame over 150 ms late (a slower network).
+  await two.routeWebSocket(/\/subscribe/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => setTimeout(() => ws.send(m), 150));
+  });
+  await two.reload();
+  await two.waitForSelector("body[data-ready=true]");
+  for (const page of [one, two]) {
+    await waitLive(page, C);
+    await page.waitForSelector("body[data-clock-offset]", { timeout: 10_000 });
+    assert.equal(await page.isChecked("#sync-input"), true);
+  }
+  const played = async (page, seq) => {
+    await page.waitForSelector(`${card(C)}[data-played-seq="${seq}"]`, { timeout: 10_000 });
+    return Number(await page.$eval(card(C), (el) => el.dataset.playedAt));
+  };
+  // Published over HTTP with `at` 800 ms ahead on the server's clock.
+  const now = (await (await fetch(`${BASE}/v1/time`)).json()).now;
+  const { seqs: [seq] } = await publish(C, { topic: "body", name: "wave", params: { style: "hello" }, duration_ms: 1500, at: now + 800 });
+  const [a, b] = [await played(one, seq), await played(two, seq)];
+  near.push(Math.abs(a - b));
+  assert.ok(Math.abs(a - b) <= 50, `windows ${Math.abs(a - b).toFixed(1)} ms apart`);
+  assert.ok(Math.abs(a - (now + 800)) <= 50 && Math.abs(b - (now + 800)) <= 50, `${(a - now - 800).toFixed(1)} / ${(b - now - 800).toFixed(1)} ms from at`);
+  // The first window's publisher panel: its quick button schedules the gesture itself.
+  await one.fill("#pub-character", C);
+  await one.click('.cmd-btn[data-cmd="jump"]');
+  await one.waitForSelector("#pub-result[data-kind=ok]");
+  const seq2 = Number(/seq (\d+)/.exec(await one.textContent("#pub-result"))[1]);
+  const [a2, b2] = [await played(one, seq2), await played(two, seq2)];
+  near.push(Math.abs(a2 - b2));
+  assert.ok(Math.abs(a2 - b2) <= 50, `windows ${Math.abs(a2 - b2).toFixed(1)} ms apart`);
+  for (const page of [one, two]) assert.equal((await cardState(page, C)).animation, "jump");
+  t.diagnostic(`synchronized windows apart by ${near.map((x) => x.toFixed(1)).join(", ")} ms`);
+  await one.context().close();
+  await two.context().close();
 });
 
 test("no page requested anything outside the gateway or raised an error", () => {
