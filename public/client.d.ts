@@ -147,7 +147,7 @@ export interface SyncOptions {
   playoutDelayMs?: number;
   /** Reported late only when deliverable more than this past due, ms (default 0). */
   lateToleranceMs?: number;
-  /** A clock to share; default: the subscription's own. */
+  /** A clock to share; default: the subscription's own. Playback then reads its `now`. */
   clock?: ServerClock;
   samples?: number;
   resampleMs?: number;

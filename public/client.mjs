@@ -196,7 +196,8 @@ export function subscribe(character, options = {}) {
     onError: (err) => call(o.onError, err),
   });
   const playout = !syncOpts ? null : new Playout({
-    clock, now,
+    // The clock's own local time: a shared clock may have been given another `now`.
+    clock, now: () => clock.now(),
     playoutDelayMs: syncOpts.playoutDelayMs ?? 150,
     lateToleranceMs: syncOpts.lateToleranceMs ?? 0,
     deliver: (cmd, meta) => { lastDelivered = cmd.seq; call(o.onCommand, cmd, meta); },

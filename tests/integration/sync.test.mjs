@@ -132,6 +132,26 @@ test("a late command is delivered at once and reported late; seq order holds ove
   assert.equal(a.h.lastDeliveredSeq, sooner.cmd.seq);
 });
 
+test("a shared clock serves several subscriptions, its own `now` included", async () => {
+  const c = uniqueCharacter("sync-shared");
+  const clock = new ServerClock({ baseUrl: BASE, now: () => Date.now() - SKEW_MS, resampleMs: 0 });
+  await clock.ready;
+  assert.ok(Math.abs(clock.offset - SKEW_MS) <= TOLERANCE_MS, `offset ${clock.offset}`);
+  // The subscriptions' own `now` (unshifted) is not what the shared clock reads.
+  const a = await viewer(c, { sync: { clock } });
+  const b = await viewer(c, { sync: { clock }, WebSocket: delayedWebSocket(SOCKET_DELAY_MS) });
+  assert.equal(a.h.clock, clock);
+  const at = (await serverTime(BASE)) + 400;
+  await publish(BASE, c, { name: "wave", at });
+  await waitFired(a.rec, 1);
+  await waitFired(b.rec, 1);
+  for (const v of [a, b]) assert.ok(Math.abs(v.rec.fired[0].real - at) <= TOLERANCE_MS, `${v.rec.fired[0].real - at} ms from at`);
+  a.h.close(); b.h.close();
+  // Closing the subscriptions leaves a shared clock running.
+  assert.ok(Number.isFinite((await clock.sync())?.offset));
+  clock.close();
+});
+
 test("closing a synchronized subscription drops what waits and stops its clock", async () => {
   const c = uniqueCharacter("sync-close");
   const a = await viewer(c);
