@@ -183,3 +183,22 @@ test("with auth on, a token that does not allow one of the characters is 403", {
   const none = await tryUpgrade(`${ws}/v1/subscribe?characters=ka`);
   assert.equal(none.status, 401);
 });
+
+test("scene frames carry `at`; a scene publish with `at` past the hour gets bad_request", async () => {
+  const [a, b] = ["sat", "sbt"].map((p) => uniqueCharacter(p));
+  const s = await scene({ characters: `${a},${b}` });
+  const now = (await http("GET", "/v1/time")).json.now;
+  assert.equal((await publish(a, { name: "wave", at: now + 500 })).status, 200);
+  assert.equal((await publish(b, { name: "nod" })).status, 200);
+  await s.waitFor(() => s.commands().length === 2);
+  assert.deepEqual(s.commands().map((f) => [f.character, f.at]), [[a, now + 500], [b, null]]);
+  s.ws.send(JSON.stringify({ type: "publish", ref: "far", character: b, name: "jump", at: now + 2 * 60 * 60 * 1000 }));
+  const err = await s.waitFor((fs) => fs.find((f) => f.type === "error"));
+  assert.equal(err.code, "bad_request");
+  assert.equal(err.ref, "far");
+  assert.match(err.message, /`at`/);
+  s.ws.send(JSON.stringify({ type: "publish", ref: "ok", character: b, name: "jump", at: now + 300 }));
+  const jump = await s.waitFor(() => s.commands().find((f) => f.name === "jump"));
+  assert.equal(jump.at, now + 300);
+  await s.close();
+});
