@@ -33,12 +33,12 @@ function subscriber(base, character, since, epoch) {
   if (since !== undefined) { q.set("since", String(since)); q.set("epoch", epoch); }
   const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?${q}`, { closeTimeout: 500, handshakeTimeout: 20_000 });
   sockets.add(ws);
-  const s = { ws, seqs: [], welcome: null, recovered: null, closeCode: null };
+  const s = { ws, seqs: [], ats: [], welcome: null, recovered: null, closeCode: null };
   ws.on("message", (d) => {
     if (d.toString() === "pong") return;
     const f = JSON.parse(d.toString());
     if (f.type === "welcome") s.welcome = f;
-    else if (f.type === "command") s.seqs.push(f.seq);
+    else if (f.type === "command") { s.seqs.push(f.seq); s.ats.push(f.at); }
     else if (f.type === "recovered") s.recovered = f;
     else if (f.type === "published" || f.type === "error") s.answer = f;
   });
@@ -75,9 +75,13 @@ async function openMany(base, character, n, resumeFrom) {
 const listing = async (base, character) =>
   (await fetch(`${base}/v1/admin/characters/${character}/subscriptions`)).json();
 
+/** Command i carries `at` = AT_BASE + i (the local clock is the server's), which
+ *  relays must pass through like every other field. */
+const AT_BASE = Date.now() + 30 * 60 * 1000;
+
 async function publish(base, character, i) {
   const r = await fetch(`${base}/v1/characters/${character}/commands`, {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "step", params: { i } }),
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "step", params: { i }, at: AT_BASE + i }),
   });
   assert.equal(r.status, 200, await r.clone().text());
   return (await r.json()).seqs[0];
@@ -119,6 +123,7 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   await until(() => subs.every((s) => s.seqs.length >= 100), 30_000, "every command everywhere");
   await sleep(300);
   for (const [i, s] of subs.entries()) assertEverySeqOnce(s.seqs, 100, `subscriber ${i}`);
+  for (const [i, s] of subs.entries()) assert.deepEqual(s.ats, s.seqs.map((q) => AT_BASE + q), `subscriber ${i}: \`at\` passed through`);
   console.log(`relays: ${N} subscribers over ${holders.size} objects, 100 commands each exactly once in order`);
 
   // Kick a relay-held socket: 4010.
@@ -136,6 +141,7 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   await resumed.ready;
   await until(() => resumed.recovered, 10_000, "the resume on a relay");
   assert.deepEqual(resumed.seqs, [96, 97, 98, 99, 100, 101]);
+  assert.deepEqual(resumed.ats, resumed.seqs.map((q) => AT_BASE + q), "replayed from the relay's ring with `at`");
   assert.equal(resumed.recovered.complete, true);
   assert.equal(resumed.recovered.truncated, false);
   assert.equal(resumed.recovered.seq, 101);
@@ -143,7 +149,7 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   assert.equal(where.relay, relayHeld.relay, "placed on the relay that had room");
 
   // A publish frame on a relay-held socket goes to the character's object.
-  resumed.ws.send(JSON.stringify({ type: "publish", ref: "p1", name: "wave" }));
+  resumed.ws.send(JSON.stringify({ type: "publish", ref: "p1", name: "wave", at: AT_BASE + 102 }));
   await until(() => resumed.answer, 10_000, "the answer to a relayed publish");
   assert.equal(resumed.answer.type, "published", JSON.stringify(resumed.answer));
   assert.equal(resumed.answer.seq, 102);
@@ -151,6 +157,7 @@ test(`${N} subscribers with FANOUT_LIMIT=${FANOUT} spread over relays; each gets
   subs.push(resumed);
   await until(() => live.concat(resumed).every((s) => s.seqs.at(-1) === 102), 10_000, "the relayed publish everywhere");
   for (const [i, s] of live.entries()) assertEverySeqOnce(s.seqs, 102, `subscriber ${i} after the relayed publish`);
+  for (const s of live) assert.equal(s.ats.at(-1), AT_BASE + 102, "a relayed publish frame keeps its `at`");
 
   // Empty one relay: its sockets leave, the next publish finds it empty
   // and the owner stops feeding it.
