@@ -733,6 +733,7 @@ impl Animator for RuleAnimator {
             params: talk_params,
             duration_ms: Some(talk_ms),
             id: None,
+            retain: false,
         });
         for cand in kept {
             let Some(cmd) = self
@@ -750,6 +751,7 @@ impl Animator for RuleAnimator {
                 params,
                 duration_ms: cmd.duration_ms,
                 id: None,
+                retain: false,
             });
         }
         Ok(out)

@@ -77,6 +77,10 @@ struct Row {
     duration_ms: Option<u32>,
     #[serde(default)]
     id: Option<String>,
+    /// Sent only when true, so pages and feeds without retained commands
+    /// keep their shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retain: bool,
 }
 
 fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
@@ -89,6 +93,7 @@ fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
             params: r.command.params.clone(),
             duration_ms: r.command.duration_ms,
             id: r.command.id.clone(),
+            retain: r.command.retain,
         })
         .collect()
 }
@@ -118,6 +123,7 @@ fn row_command(r: Row) -> Option<StoredCommand> {
             params: r.params,
             duration_ms: r.duration_ms,
             id: r.id,
+            retain: r.retain,
         },
     })
 }
@@ -126,23 +132,7 @@ fn row_command(r: Row) -> Option<StoredCommand> {
 /// reader reports as incomplete) rather than failing the whole page.
 pub fn decode_page(json: &str) -> Option<Vec<StoredCommand>> {
     let rows: Vec<Row> = serde_json::from_str(json).ok()?;
-    Some(
-        rows.into_iter()
-            .filter_map(|r| {
-                Some(StoredCommand {
-                    seq: r.seq,
-                    ts: r.ts,
-                    command: Command {
-                        topic: Topic::parse(&r.topic).ok()?,
-                        name: CommandName::parse(&r.name).ok()?,
-                        params: r.params,
-                        duration_ms: r.duration_ms,
-                        id: r.id,
-                    },
-                })
-            })
-            .collect(),
-    )
+    Some(rows.into_iter().filter_map(row_command).collect())
 }
 
 #[cfg(test)]
@@ -159,6 +149,7 @@ mod tests {
                 params: serde_json::Map::new(),
                 duration_ms: Some(5),
                 id: Some(format!("id{seq}")),
+                retain: seq.is_multiple_of(2),
             },
         }
     }

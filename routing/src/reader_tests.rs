@@ -20,6 +20,7 @@ fn row(seq: u64) -> StoredCommand {
             params: serde_json::Map::new(),
             duration_ms: None,
             id: None,
+            retain: false,
         },
     }
 }

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::protocol::{ApiError, ErrorCode};
-use crate::topic::CharacterId;
+use crate::topic::{CharacterId, Topic};
 
 /// An endpoint of the contract (§3) with the names its path carries, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,13 @@ pub enum Route {
     History(CharacterId),
     /// `POST /v1/characters/{character}/say`.
     Say(CharacterId),
+    /// `GET /v1/characters/{character}/state`: the retained commands.
+    State(CharacterId),
+    /// `DELETE /v1/characters/{character}/retained/{topic}`.
+    ClearRetained {
+        character: CharacterId,
+        topic: Topic,
+    },
     /// `POST /v1/broadcast`.
     Broadcast,
     /// `GET /v1/subscribe?characters=...`: a scene socket.
@@ -74,6 +81,8 @@ impl Route {
             | Route::Publish(c)
             | Route::History(c)
             | Route::Say(c)
+            | Route::State(c)
+            | Route::ClearRetained { character: c, .. }
             | Route::AdminCharacterSubscriptions(c)
             | Route::AdminKick { character: c, .. } => Some(c),
             Route::Health
@@ -185,6 +194,7 @@ const DELETE: &[&str] = &["DELETE", "OPTIONS"];
 enum Shape<'a> {
     Health,
     Character(&'a str, &'a str),
+    Retained(&'a str, &'a str),
     Broadcast,
     Scene,
     AdminSubscriptions,
@@ -198,7 +208,7 @@ impl Shape<'_> {
     fn methods(&self) -> &'static [&'static str] {
         match self {
             Shape::Character(_, "commands" | "say") | Shape::Broadcast | Shape::AdminRevoke => POST,
-            Shape::AdminKick(..) => DELETE,
+            Shape::AdminKick(..) | Shape::Retained(..) => DELETE,
             _ => READ,
         }
     }
@@ -206,7 +216,11 @@ impl Shape<'_> {
     fn is_admin(&self) -> bool {
         !matches!(
             self,
-            Shape::Health | Shape::Character(..) | Shape::Broadcast | Shape::Scene
+            Shape::Health
+                | Shape::Character(..)
+                | Shape::Retained(..)
+                | Shape::Broadcast
+                | Shape::Scene
         )
     }
 
@@ -220,9 +234,14 @@ impl Shape<'_> {
                     "subscribe" => Route::Subscribe(c),
                     "commands" => Route::Publish(c),
                     "say" => Route::Say(c),
+                    "state" => Route::State(c),
                     _ => Route::History(c),
                 }
             }
+            Shape::Retained(name, topic) => Route::ClearRetained {
+                character: character(name)?,
+                topic: Topic::parse(&decode(topic)).map_err(ApiError::from)?,
+            },
             Shape::Broadcast => Route::Broadcast,
             Shape::Scene => Route::SceneSubscribe,
             Shape::AdminSubscriptions => Route::AdminSubscriptions,
@@ -242,9 +261,10 @@ impl Shape<'_> {
 fn shape<'a>(segments: &[&'a str]) -> Option<Shape<'a>> {
     Some(match *segments {
         ["healthz"] => Shape::Health,
-        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
+        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say" | "state")] => {
             Shape::Character(name, action)
         }
+        ["v1", "characters", name, "retained", topic] => Shape::Retained(name, topic),
         ["v1", "broadcast"] => Shape::Broadcast,
         ["v1", "subscribe"] => Shape::Scene,
         ["v1", "admin", "subscriptions"] => Shape::AdminSubscriptions,
