@@ -218,6 +218,19 @@ async fn dispatch(
             authorized(&req, env, settings, Action::History, Some(&character)).await?;
             history(&req, env, &character).await
         }
+        Route::State(character) => {
+            authorized(&req, env, settings, Action::History, Some(&character)).await?;
+            let forwarded =
+                get_from_object(object_path::STATE, &req, Method::Get, Some(&character))?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
+        }
+        Route::ClearRetained { character, topic } => {
+            let p = authorized(&req, env, settings, Action::Publish, Some(&character)).await?;
+            guard::publish_allowed(env, &p).await?;
+            let path = format!("{}{}", object_path::RETAINED_PREFIX, topic.as_str());
+            let forwarded = get_from_object(&path, &req, Method::Delete, Some(&character))?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
+        }
         Route::Broadcast => {
             // The role first, before any of the body is read; the rights on
             // each character need the body's list.
@@ -374,6 +387,7 @@ fn command_json(cmd: &Command) -> serde_json::Value {
         "params": cmd.params,
         "duration_ms": cmd.duration_ms,
         "id": cmd.id,
+        "retain": cmd.retain,
     })
 }
 

@@ -30,6 +30,21 @@ const PRUNE_EVERY_MS: u64 = 10_000;
 const INSERT_COMMAND: &str =
     "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id) \
                               VALUES (?, ?, ?, ?, ?, ?, ?)";
+/// A command published with `retain`: its history row says so (relays and
+/// scenes fed from history keep their copies of the retained set by it)...
+const INSERT_RETAINED_COMMAND: &str =
+    "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id, retain) \
+                              VALUES (?, ?, ?, ?, ?, ?, ?, 1)";
+/// ...and it replaces its topic's row in `retained`, which lives apart from
+/// history so that no trimming or archiving drops it.
+const UPSERT_RETAINED: &str =
+    "INSERT INTO retained (seq, ts, topic, name, params, duration_ms, id) VALUES (?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, name = excluded.name, \
+     params = excluded.params, duration_ms = excluded.duration_ms, id = excluded.id";
+/// The meta key of the retained set's revision (`routing::retained`).
+pub const RETAINED_REV: &str = "retained_rev";
+/// The meta key saying the `commands` table has its `retain` column.
+const SCHEMA_RETAIN: &str = "schema_retain";
 const UPSERT_ID: &str = "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
                          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts";
 
@@ -76,13 +91,23 @@ struct RowArgs {
     duration: JsValue,
     id: JsValue,
     key: Option<String>,
+    retain: bool,
 }
 
 impl RowArgs {
-    /// The row's `INSERT`: one fixed-arity call into the runtime.
+    /// The row's `INSERT` (one fixed-arity call into the runtime), and for
+    /// a retained command the upsert of its topic's retained row.
     fn insert(&self, sql: &SqlExec) -> Result<JsValue, JsValue> {
+        if self.retain {
+            self.exec(sql, INSERT_RETAINED_COMMAND)?;
+            return self.exec(sql, UPSERT_RETAINED);
+        }
+        self.exec(sql, INSERT_COMMAND)
+    }
+
+    fn exec(&self, sql: &SqlExec, query: &str) -> Result<JsValue, JsValue> {
         sql.exec7(
-            INSERT_COMMAND,
+            query,
             self.seq,
             self.ts,
             &self.topic,
@@ -123,6 +148,8 @@ struct CommandRow {
     params: String,
     duration_ms: Option<f64>,
     id: Option<String>,
+    #[serde(default)]
+    retain: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +178,12 @@ impl Store {
         )?;
         sql.exec(
             "CREATE TABLE IF NOT EXISTS commands (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
-             topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT)",
+             topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT, retain INTEGER)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, \
+             name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT)",
             None,
         )?;
         sql.exec(
@@ -174,12 +206,32 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS scenes (name TEXT PRIMARY KEY)",
             None,
         )?;
-        Ok(Self {
+        let store = Self {
             logs: LogStore::open(sql.clone())?,
             sql,
             storage: AsRef::<JsValue>::as_ref(storage.as_raw()).clone(),
             pruned_at: Cell::new(0),
-        })
+        };
+        store.add_retain_column()?;
+        Ok(store)
+    }
+
+    /// `commands.retain` (1 for a command published with `retain`), added
+    /// once to a table made before it existed.
+    fn add_retain_column(&self) -> worker::Result<()> {
+        if self.meta(SCHEMA_RETAIN)?.is_some() {
+            return Ok(());
+        }
+        // Fails exactly when the column is missing.
+        if self
+            .sql
+            .exec("SELECT retain FROM commands LIMIT 0", None)
+            .is_err()
+        {
+            self.sql
+                .exec("ALTER TABLE commands ADD COLUMN retain INTEGER", None)?;
+        }
+        self.set_meta(SCHEMA_RETAIN, "1")
     }
 
     pub fn meta(&self, key: &str) -> worker::Result<Option<String>> {
@@ -260,9 +312,12 @@ impl Store {
                     .map(JsValue::from_str)
                     .unwrap_or(JsValue::NULL),
                 key: c.id.clone(),
+                retain: c.retain,
             });
         }
-        if let ([a], None, None) = (args.as_slice(), fail_at_row, &args[0].key) {
+        if let ([a @ RowArgs { retain: false, .. }], None, None) =
+            (args.as_slice(), fail_at_row, &args[0].key)
+        {
             // One statement is atomic by itself: no transaction (and no JS
             // closure) for the common single command without an id.
             a.insert(self.sql.as_ref().unchecked_ref())
@@ -314,7 +369,7 @@ impl Store {
         let rows: Vec<CommandRow> = self
             .sql
             .exec(
-                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, ts, topic, name, params, duration_ms, id, retain FROM commands WHERE seq > ? ORDER BY seq LIMIT ?",
                 vec![int(since), int(limit)],
             )?
             .to_array()?;
@@ -326,11 +381,31 @@ impl Store {
         let rows: Vec<CommandRow> = self
             .sql
             .exec(
-                "SELECT seq, ts, topic, name, params, duration_ms, id FROM commands WHERE seq >= ? AND seq <= ? ORDER BY seq",
+                "SELECT seq, ts, topic, name, params, duration_ms, id, retain FROM commands WHERE seq >= ? AND seq <= ? ORDER BY seq",
                 vec![int(from), int(to)],
             )?
             .to_array()?;
         Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// The retained commands, in seq order.
+    pub fn retained(&self) -> worker::Result<Vec<StoredCommand>> {
+        let rows: Vec<CommandRow> = self
+            .sql
+            .exec(
+                "SELECT seq, ts, topic, name, params, duration_ms, id, 1 AS retain FROM retained ORDER BY seq",
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// Clears `topic`'s retained command and records revision `rev`, in
+    /// one turn (the runtime commits both writes together).
+    pub fn clear_retained(&self, topic: &str, rev: u64) -> worker::Result<()> {
+        self.sql
+            .exec("DELETE FROM retained WHERE topic = ?", vec![topic.into()])?;
+        self.set_meta(RETAINED_REV, &rev.to_string())
     }
 
     /// Removes rows up to `to` once they are archived, and remembers that.
@@ -477,6 +552,7 @@ fn decode(row: CommandRow) -> Option<StoredCommand> {
             params,
             duration_ms: row.duration_ms.map(|d| d as u32),
             id: row.id,
+            retain: row.retain.is_some_and(|r| r != 0.0),
         },
     })
 }

@@ -13,11 +13,12 @@ use routing::hub::{ClientInfo, Input, Origin, Pending, Resume};
 use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::parse_subscribe_query;
 use routing::relays::relay_id;
+use routing::retained::RetainedSet;
 use routing::wire::{
-    path, FeedAnswer, FeedBody, PublishAnswer, ReplayAnswer, SubscribeFacts, H_CHARACTER,
-    H_RELAY_EPOCH, H_RELAY_SEQ,
+    path, FeedAnswer, FeedBody, PublishAnswer, ReplayAnswer, RetainedAnswer, SubscribeFacts,
+    H_CHARACTER, H_RELAY_EPOCH, H_RELAY_RETAINED_REV, H_RELAY_SEQ,
 };
-use worker::{console_error, Env, Request, Response, WebSocketPair};
+use worker::{console_error, console_warn, Env, Request, Response, WebSocketPair};
 
 use super::core::{Core, Role, Shared};
 use super::relays::{named_stub, rows_of};
@@ -50,6 +51,31 @@ impl Core {
         Ok(())
     }
 
+    /// Relay: the owner's retained snapshot becomes this relay's copy,
+    /// brought to the place this relay delivers from
+    /// (`routing::retained::RetainedSet::adopt`). A snapshot of another
+    /// epoch, or one the ring cannot bring up to date, is not taken: the
+    /// copy stays unknown and the next subscribe fetches again.
+    fn adopt_retained(&mut self, answer: RetainedAnswer) -> AppResult<()> {
+        if answer.epoch != self.hub.epoch() {
+            console_warn!("retained snapshot of another epoch; not taken");
+            return Ok(());
+        }
+        let rows = rows_of(answer.rows)?;
+        let last = self.hub.seq();
+        let applied = match &self.role {
+            Role::Relay { follower, .. } => follower.applied_after(answer.seq),
+            Role::Owner { .. } => return Err(AppError::internal("not a relay")),
+        };
+        let mut set = RetainedSet::unknown();
+        if set.adopt(rows, answer.seq, answer.rev, last, applied.as_deref()) {
+            self.hub.set_retained(set);
+        } else {
+            console_warn!("retained snapshot older than the relay's ring; not taken");
+        }
+        Ok(())
+    }
+
     fn set_pending(&mut self, delta: isize) {
         if let Role::Relay { pending, .. } = &mut self.role {
             *pending = pending.saturating_add_signed(delta);
@@ -76,6 +102,9 @@ impl Character {
             .get(H_RELAY_SEQ)?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let retained_rev: Option<u64> = headers
+            .get(H_RELAY_RETAINED_REV)?
+            .and_then(|v| v.parse().ok());
         self.with_core(now, |core| {
             core.admit()?;
             let holding = core.holding();
@@ -95,7 +124,9 @@ impl Character {
             .map(|(_, q)| q)
             .unwrap_or("")
             .to_string();
-        let result = self.relay_accept(now, &query, &query_string, facts).await;
+        let result = self
+            .relay_accept(now, &query, &query_string, facts, retained_rev)
+            .await;
         // The same turn as the accept: no await since.
         self.with_core(now, |core| {
             core.set_pending(-1);
@@ -110,6 +141,7 @@ impl Character {
         query: &routing::query::SubscribeQuery,
         query_string: &str,
         facts: SubscribeFacts,
+        retained_rev: Option<u64>,
     ) -> AppResult<Response> {
         let info = ClientInfo {
             client_id: random_hex(4),
@@ -120,6 +152,26 @@ impl Character {
             can_publish: facts.can_publish,
         };
         let encoded = attachment::encode(&info, facts.expires_ms)?;
+        // A socket without `since` is served the retained commands from this
+        // relay's copy; one of another revision than the owner's (or none
+        // yet) is replaced by the owner's snapshot first.
+        let snapshot = match query.since {
+            Some(_) => None,
+            None => {
+                let (current, owner) = self.with_core(now, |core| {
+                    let rev = core.hub.retained().rev();
+                    let owner = core.hub.character().as_str().to_string();
+                    Ok((rev.is_some() && rev == retained_rev, owner))
+                })?;
+                match current {
+                    true => None,
+                    false => Some(
+                        self.owner_read::<RetainedAnswer>(&owner, path::RELAY_RETAINED, "")
+                            .await?,
+                    ),
+                }
+            }
+        };
         let resume = match query.since {
             None => None,
             Some(since) => {
@@ -138,7 +190,9 @@ impl Character {
                 match from_ring {
                     Some(resume) => Some(resume),
                     None => {
-                        let answer = self.owner_replay(&owner, query_string).await?;
+                        let answer = self
+                            .owner_read::<ReplayAnswer>(&owner, path::REPLAY, query_string)
+                            .await?;
                         let resume = Resume {
                             since,
                             rows: rows_of(answer.rows)?,
@@ -159,6 +213,9 @@ impl Character {
         self.state
             .accept_websocket_with_tags(&pair.server, &[info.client_id.as_str()]);
         self.with_core(now, |core| {
+            if let Some(answer) = snapshot {
+                core.adopt_retained(answer)?;
+            }
             attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
             let client = core.add_socket(pair.server.clone());
             let expires_at = facts.expires_ms;
@@ -176,10 +233,16 @@ impl Character {
         Ok(Response::from_websocket(pair.client)?)
     }
 
-    /// The owner's resume read for a socket of this relay.
-    async fn owner_replay(&self, owner: &str, query: &str) -> AppResult<ReplayAnswer> {
+    /// A read of the owner's for a socket of this relay: its resume read
+    /// (`path::REPLAY`) or its retained snapshot (`path::RELAY_RETAINED`).
+    async fn owner_read<T: serde::de::DeserializeOwned>(
+        &self,
+        owner: &str,
+        at: &str,
+        query: &str,
+    ) -> AppResult<T> {
         let req = Request::new(
-            &format!("https://character{}?{query}", path::REPLAY),
+            &format!("https://character{at}?{query}"),
             worker::Method::Get,
         )?;
         req.headers().set(H_CHARACTER, owner)?;
@@ -188,11 +251,11 @@ impl Character {
             .await?;
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!(
-                "the character's resume read answered {}",
+                "the character's read {at} answered {}",
                 resp.status_code()
             )));
         }
-        Ok(resp.json::<ReplayAnswer>().await?)
+        Ok(resp.json::<T>().await?)
     }
 
     /// Relay: rows from the owner. Applied in order once each (duplicates
@@ -272,6 +335,11 @@ pub fn forward_publish(shared: Shared, env: Env, pending: Pending) {
             Ok(resp) if resp.status_code() == 503 => error_frame_json(
                 ErrorCode::HistoryBacklog,
                 "history archiving lags; publish again later",
+                r,
+            ),
+            Ok(resp) if resp.status_code() == 413 => error_frame_json(
+                ErrorCode::PayloadTooLarge,
+                "the character retains its maximum of topics; clear one first",
                 r,
             ),
             Ok(resp) => {
