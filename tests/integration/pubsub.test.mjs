@@ -36,7 +36,7 @@ test("a published command reaches its subscriber with every contract field", asy
   assert.equal(res.json.delivered, 1);
   assert.equal(res.json.epoch, s.frames[0].epoch);
   const [cmd] = await s.waitFor((fs) => { const x = fs.filter((f) => f.type === "command"); return x.length ? x : null; });
-  assert.deepEqual(Object.keys(cmd).sort(), ["character", "duration_ms", "epoch", "id", "name", "params", "seq", "topic", "ts", "type"]);
+  assert.deepEqual(Object.keys(cmd).sort(), ["character", "duration_ms", "epoch", "id", "name", "params", "retained", "seq", "topic", "ts", "type"]);
   assert.equal(cmd.character, c);
   assert.equal(cmd.topic, "face");
   assert.equal(cmd.seq, 1);
