@@ -152,11 +152,16 @@ pub struct SceneJoin {
     pub scene: String,
 }
 
-/// The character's place when a scene joined: its epoch and latest seq.
+/// The character's place when a scene joined: its epoch and latest seq,
+/// and its retained commands then (page rows) at revision `retained_rev`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinAnswer {
     pub epoch: String,
     pub seq: u64,
+    #[serde(default)]
+    pub retained: Option<serde_json::Value>,
+    #[serde(default)]
+    pub retained_rev: u64,
 }
 
 /// A character object's retained set: the commands (page rows, seq order)

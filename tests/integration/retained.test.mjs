@@ -6,7 +6,10 @@
 // and (on the auth server) who may read and clear them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { http, subscribe, uniqueCharacter, assertError, makeJwt, nowS } from "./helpers.mjs";
+import WebSocket from "ws";
+import {
+  http, subscribe, uniqueCharacter, assertError, makeJwt, nowS, sleep, track, WS_BASE, WS_OPTIONS,
+} from "./helpers.mjs";
 
 const publish = (character, body) => http("POST", `/v1/characters/${character}/commands`, { body });
 const state = (character) => http("GET", `/v1/characters/${character}/state`);
@@ -170,6 +173,44 @@ test("socket publishes and broadcasts can retain", async () => {
     assert.ok(names.includes("coat"), `${c} retains the broadcast: ${names}`);
   }
   await pub.close();
+});
+
+test("a scene socket gets each character's retained commands after welcome, updated while the scene lives", async () => {
+  const a = uniqueCharacter("retain-sa");
+  const b = uniqueCharacter("retain-sb");
+  const [aFace] = (await publish(a, { topic: "face", name: "smile", retain: true })).json.seqs;
+  const [aPose] = (await publish(a, { topic: "pose", name: "sit", retain: true })).json.seqs;
+  const [bFace] = (await publish(b, { topic: "face", name: "frown", retain: true })).json.seqs;
+  const open = (topics) => new Promise((resolve, reject) => {
+    const ws = track(new WebSocket(`${WS_BASE}/v1/subscribe?characters=${a},${b}&topics=${topics}`, WS_OPTIONS));
+    const frames = [];
+    ws.on("message", (d) => frames.push(JSON.parse(d.toString())));
+    ws.once("open", () => resolve({ ws, frames }));
+    ws.once("unexpected-response", (_q, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+  });
+  /** The frames before a's live marker (a plain command on `marker`). */
+  const firstOf = async (s) => {
+    const [m] = (await publish(a, { topic: "marker", name: "live" })).json.seqs;
+    for (let i = 0; i < 250; i++) {
+      const idx = s.frames.findIndex((f) => f.type === "command" && f.character === a && f.seq === m);
+      if (idx >= 0) return s.frames.slice(0, idx);
+      await sleep(20);
+    }
+    throw new Error(`no marker: ${JSON.stringify(s.frames)}`);
+  };
+  const first = await open("face,marker");
+  const got = await firstOf(first);
+  assert.equal(got[0].type, "welcome");
+  const key = (f) => [f.character, f.seq, f.name, f.retained];
+  const sorted = [[a, aFace, "smile", true], [b, bFace, "frown", true]].sort((x, y) => (x[0] < y[0] ? -1 : 1));
+  assert.deepEqual(got.slice(1).map(key), sorted, "face of each character, nothing else");
+  // Replaced while the scene is fed: a second viewer gets the new one.
+  const [aGrin] = (await publish(a, { topic: "face", name: "grin", retain: true })).json.seqs;
+  const second = await open(">");
+  const got2 = (await firstOf(second)).slice(1).filter((f) => f.character === a);
+  assert.deepEqual(got2.map(key), [[a, aPose, "sit", true], [a, aGrin, "grin", true]]);
+  first.ws.close();
+  second.ws.close();
 });
 
 const AUTH = process.env.GATEWAY_AUTH_URL;
