@@ -401,6 +401,12 @@ async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     let one = serde_json::json!({ "commands": [command_json(&command)] }).to_string();
     let calls = characters.iter().map(|c| async {
         let mut resp = post_to_object(env, c, object_path::PUBLISH, bytes_value(one.as_bytes())).await?;
+        if resp.status_code() == 413 {
+            // The character retains its maximum of topics: no retry helps.
+            return Err(AppError::from(routing::protocol::ApiError::payload_too_large(format!(
+                "{} retains commands for its maximum of topics; clear one first", c.as_str()
+            ))));
+        }
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!("broadcast to {}: status {}", c.as_str(), resp.status_code())));
         }
@@ -410,11 +416,17 @@ async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     });
     let mut results = Vec::with_capacity(characters.len());
     let mut failed = 0usize;
+    let mut refused = None;
     for r in join_all(calls).await {
         match r {
             Ok(v) => results.push(v),
+            Err(e) if e.api.code == ErrorCode::PayloadTooLarge => refused = Some(e),
             Err(_) => failed += 1,
         }
+    }
+    if let Some(e) = refused {
+        // Published to the others; this one needs a clear before a retry.
+        return Err(e);
     }
     if failed > 0 {
         // Each failure was logged with its cause; a retry with the same `id`

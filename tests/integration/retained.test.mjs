@@ -143,6 +143,8 @@ test("a character retains at most 64 topics; past that a retaining publish is 41
   assert.equal(before.retained.length, 64);
   assertError(assert, await publish(c, { topic: "one-more", name: "n", retain: true }), 413, "payload_too_large");
   assertError(assert, await publish(c, { commands: [{ name: "plain" }, { topic: "x", name: "n", retain: true }] }), 413, "payload_too_large");
+  const bc = await http("POST", "/v1/broadcast", { body: { characters: [c], topic: "one-more", name: "n", retain: true } });
+  assertError(assert, bc, 413, "payload_too_large");
   assert.equal((await state(c)).json.seq, before.seq, "nothing stored");
   // Replacing a held topic, plain commands and a clear-then-retain all work.
   assert.equal((await publish(c, { topic: "t0", name: "again", retain: true })).status, 200);
