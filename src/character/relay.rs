@@ -54,12 +54,12 @@ impl Core {
     /// Relay: the owner's retained snapshot becomes this relay's copy,
     /// brought to the place this relay delivers from
     /// (`routing::retained::RetainedSet::adopt`). A snapshot of another
-    /// epoch, or one the ring cannot bring up to date, is not taken: the
-    /// copy stays unknown and the next subscribe fetches again.
-    fn adopt_retained(&mut self, answer: RetainedAnswer) -> AppResult<()> {
+    /// epoch, or one the ring cannot bring up to date, is not taken (false):
+    /// the copy stays unknown and the next subscribe fetches again.
+    fn adopt_retained(&mut self, answer: RetainedAnswer) -> AppResult<bool> {
         if answer.epoch != self.hub.epoch() {
             console_warn!("retained snapshot of another epoch; not taken");
-            return Ok(());
+            return Ok(false);
         }
         let rows = rows_of(answer.rows)?;
         let last = self.hub.seq();
@@ -68,12 +68,13 @@ impl Core {
             Role::Owner { .. } => return Err(AppError::internal("not a relay")),
         };
         let mut set = RetainedSet::unknown();
-        if set.adopt(rows, answer.seq, answer.rev, last, applied.as_deref()) {
+        let adopted = set.adopt(rows, answer.seq, answer.rev, last, applied.as_deref());
+        if adopted {
             self.hub.set_retained(set);
         } else {
             console_warn!("retained snapshot older than the relay's ring; not taken");
         }
-        Ok(())
+        Ok(adopted)
     }
 
     fn set_pending(&mut self, delta: isize) {
@@ -152,26 +153,9 @@ impl Character {
             can_publish: facts.can_publish,
         };
         let encoded = attachment::encode(&info, facts.expires_ms)?;
-        // A socket without `since` is served the retained commands from this
-        // relay's copy; one of another revision than the owner's (or none
-        // yet) is replaced by the owner's snapshot first.
-        let snapshot = match query.since {
-            Some(_) => None,
-            None => {
-                let (current, owner) = self.with_core(now, |core| {
-                    let rev = core.hub.retained().rev();
-                    let owner = core.hub.character().as_str().to_string();
-                    Ok((rev.is_some() && rev == retained_rev, owner))
-                })?;
-                match current {
-                    true => None,
-                    false => Some(
-                        self.owner_read::<RetainedAnswer>(&owner, path::RELAY_RETAINED, "")
-                            .await?,
-                    ),
-                }
-            }
-        };
+        if query.since.is_none() {
+            self.ensure_retained(now, retained_rev).await?;
+        }
         let resume = match query.since {
             None => None,
             Some(since) => {
@@ -213,9 +197,6 @@ impl Character {
         self.state
             .accept_websocket_with_tags(&pair.server, &[info.client_id.as_str()]);
         self.with_core(now, |core| {
-            if let Some(answer) = snapshot {
-                core.adopt_retained(answer)?;
-            }
             attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
             let client = core.add_socket(pair.server.clone());
             let expires_at = facts.expires_ms;
@@ -231,6 +212,32 @@ impl Character {
             Ok(())
         })?;
         Ok(Response::from_websocket(pair.client)?)
+    }
+
+    /// Relay: a socket without `since` is served the retained commands from
+    /// this relay's copy, so a copy of another revision than the owner's
+    /// `rev` (or none yet) is replaced by the owner's snapshot first. Once
+    /// taken, the rows the relay applies keep it current, whatever turn the
+    /// socket joins in. A snapshot older than the ring can bring up to date
+    /// (the relay was fed meanwhile) is read once more.
+    async fn ensure_retained(&self, now: u64, rev: Option<u64>) -> AppResult<()> {
+        for _ in 0..2 {
+            let (current, owner) = self.with_core(now, |core| {
+                let held = core.hub.retained().rev();
+                let owner = core.hub.character().as_str().to_string();
+                Ok((held.is_some() && held == rev, owner))
+            })?;
+            if current {
+                return Ok(());
+            }
+            let answer = self
+                .owner_read::<RetainedAnswer>(&owner, path::RELAY_RETAINED, "")
+                .await?;
+            if self.with_core(now, |core| core.adopt_retained(answer))? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// A read of the owner's for a socket of this relay: its resume read
