@@ -220,6 +220,19 @@ async fn dispatch(
             authorized(&req, env, settings, Action::History, Some(&character)).await?;
             history(&req, env, &character).await
         }
+        Route::State(character) => {
+            authorized(&req, env, settings, Action::History, Some(&character)).await?;
+            let forwarded =
+                get_from_object(object_path::STATE, &req, Method::Get, Some(&character))?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
+        }
+        Route::ClearRetained { character, topic } => {
+            let p = authorized(&req, env, settings, Action::Publish, Some(&character)).await?;
+            guard::publish_allowed(env, &p).await?;
+            let path = format!("{}{}", object_path::RETAINED_PREFIX, topic.as_str());
+            let forwarded = get_from_object(&path, &req, Method::Delete, Some(&character))?;
+            Ok(stub(env, &character)?.fetch_with_request(forwarded).await?)
+        }
         Route::Broadcast => {
             // The role first, before any of the body is read; the rights on
             // each character need the body's list.
@@ -377,6 +390,7 @@ fn command_json(cmd: &Command) -> serde_json::Value {
         "duration_ms": cmd.duration_ms,
         "id": cmd.id,
         "at": cmd.at,
+        "retain": cmd.retain,
     })
 }
 
@@ -393,6 +407,12 @@ async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     let one = serde_json::json!({ "commands": [command_json(&command)] }).to_string();
     let calls = characters.iter().map(|c| async {
         let mut resp = post_to_object(env, c, object_path::PUBLISH, bytes_value(one.as_bytes())).await?;
+        if resp.status_code() == 413 {
+            // The character retains its maximum of topics: no retry helps.
+            return Err(AppError::from(routing::protocol::ApiError::payload_too_large(format!(
+                "{} retains commands for its maximum of topics; clear one first", c.as_str()
+            ))));
+        }
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!("broadcast to {}: status {}", c.as_str(), resp.status_code())));
         }
@@ -402,11 +422,17 @@ async fn broadcast(req: Incoming, env: &Env, principal: &Principal) -> Handled {
     });
     let mut results = Vec::with_capacity(characters.len());
     let mut failed = 0usize;
+    let mut refused = None;
     for r in join_all(calls).await {
         match r {
             Ok(v) => results.push(v),
+            Err(e) if e.api.code == ErrorCode::PayloadTooLarge => refused = Some(e),
             Err(_) => failed += 1,
         }
+    }
+    if let Some(e) = refused {
+        // Published to the others; this one needs a clear before a retry.
+        return Err(e);
     }
     if failed > 0 {
         // Each failure was logged with its cause; a retry with the same `id`

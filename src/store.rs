@@ -32,7 +32,20 @@ const INSERT_COMMAND: &str =
                               VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 /// The columns a command row is read back with.
 const SELECT_COMMAND: &str =
-    "SELECT seq, ts, topic, name, params, duration_ms, id, at FROM commands";
+    "SELECT seq, ts, topic, name, params, duration_ms, id, at, retain FROM commands";
+/// A command published with `retain`: its history row says so (relays and
+/// scenes fed from history keep their copies of the retained set by it)...
+const INSERT_RETAINED_COMMAND: &str =
+    "INSERT INTO commands (seq, ts, topic, name, params, duration_ms, id, at, retain) \
+                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)";
+/// ...and it replaces its topic's row in `retained`, which lives apart from
+/// history so that no trimming or archiving drops it.
+const UPSERT_RETAINED: &str =
+    "INSERT INTO retained (seq, ts, topic, name, params, duration_ms, id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, name = excluded.name, \
+     params = excluded.params, duration_ms = excluded.duration_ms, id = excluded.id, at = excluded.at";
+/// The meta key of the retained set's revision (`routing::retained`).
+pub const RETAINED_REV: &str = "retained_rev";
 const UPSERT_ID: &str = "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
                          ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts";
 
@@ -81,13 +94,23 @@ struct RowArgs {
     id: JsValue,
     at: JsValue,
     key: Option<String>,
+    retain: bool,
 }
 
 impl RowArgs {
-    /// The row's `INSERT`: one fixed-arity call into the runtime.
+    /// The row's `INSERT` (one fixed-arity call into the runtime), and for
+    /// a retained command the upsert of its topic's retained row.
     fn insert(&self, sql: &SqlExec) -> Result<JsValue, JsValue> {
+        if self.retain {
+            self.exec(sql, INSERT_RETAINED_COMMAND)?;
+            return self.exec(sql, UPSERT_RETAINED);
+        }
+        self.exec(sql, INSERT_COMMAND)
+    }
+
+    fn exec(&self, sql: &SqlExec, query: &str) -> Result<JsValue, JsValue> {
         sql.exec8(
-            INSERT_COMMAND,
+            query,
             self.seq,
             self.ts,
             &self.topic,
@@ -130,6 +153,8 @@ struct CommandRow {
     duration_ms: Option<f64>,
     id: Option<String>,
     at: Option<f64>,
+    #[serde(default)]
+    retain: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -149,13 +174,19 @@ struct ColumnRow {
     name: String,
 }
 
-/// Objects whose `commands` table predates `at` get the column (nullable, so
-/// their rows read back as commands without one). Runs on every wake: one
-/// read of the table's schema, and the `ALTER` once per object.
-fn add_at_column(sql: &SqlStorage) -> worker::Result<()> {
+/// Objects whose `commands` table predates `at` or `retain` get the column
+/// (nullable, so their rows read back as commands without one: no `at`, not
+/// retained). Runs on every wake: one read of the table's schema, and each
+/// `ALTER` once per object.
+fn add_columns(sql: &SqlStorage) -> worker::Result<()> {
     let columns: Vec<ColumnRow> = sql.exec("PRAGMA table_info(commands)", None)?.to_array()?;
-    if !columns.iter().any(|c| c.name == "at") {
-        sql.exec("ALTER TABLE commands ADD COLUMN at INTEGER", None)?;
+    for column in ["at", "retain"] {
+        if !columns.iter().any(|c| c.name == column) {
+            sql.exec(
+                &format!("ALTER TABLE commands ADD COLUMN {column} INTEGER"),
+                None,
+            )?;
+        }
     }
     Ok(())
 }
@@ -175,10 +206,15 @@ impl Store {
         sql.exec(
             "CREATE TABLE IF NOT EXISTS commands (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, \
              topic TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT, \
-             at INTEGER)",
+             at INTEGER, retain INTEGER)",
             None,
         )?;
-        add_at_column(&sql)?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL, \
+             name TEXT NOT NULL, params TEXT NOT NULL, duration_ms INTEGER, id TEXT, at INTEGER)",
+            None,
+        )?;
+        add_columns(&sql)?;
         sql.exec(
             "CREATE TABLE IF NOT EXISTS idempotency (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
             None,
@@ -199,12 +235,13 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS scenes (name TEXT PRIMARY KEY)",
             None,
         )?;
-        Ok(Self {
+        let store = Self {
             logs: LogStore::open(sql.clone())?,
             sql,
             storage: AsRef::<JsValue>::as_ref(storage.as_raw()).clone(),
             pruned_at: Cell::new(0),
-        })
+        };
+        Ok(store)
     }
 
     pub fn meta(&self, key: &str) -> worker::Result<Option<String>> {
@@ -289,9 +326,12 @@ impl Store {
                     .map(|at| JsValue::from_f64(at as f64))
                     .unwrap_or(JsValue::NULL),
                 key: c.id.clone(),
+                retain: c.retain,
             });
         }
-        if let ([a], None, None) = (args.as_slice(), fail_at_row, &args[0].key) {
+        if let ([a @ RowArgs { retain: false, .. }], None, None) =
+            (args.as_slice(), fail_at_row, &args[0].key)
+        {
             // One statement is atomic by itself: no transaction (and no JS
             // closure) for the common single command without an id.
             a.insert(self.sql.as_ref().unchecked_ref())
@@ -360,6 +400,26 @@ impl Store {
             )?
             .to_array()?;
         Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// The retained commands, in seq order.
+    pub fn retained(&self) -> worker::Result<Vec<StoredCommand>> {
+        let rows: Vec<CommandRow> = self
+            .sql
+            .exec(
+                "SELECT seq, ts, topic, name, params, duration_ms, id, at, 1 AS retain FROM retained ORDER BY seq",
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().filter_map(decode).collect())
+    }
+
+    /// Clears `topic`'s retained command and records revision `rev`, in
+    /// one turn (the runtime commits both writes together).
+    pub fn clear_retained(&self, topic: &str, rev: u64) -> worker::Result<()> {
+        self.sql
+            .exec("DELETE FROM retained WHERE topic = ?", vec![topic.into()])?;
+        self.set_meta(RETAINED_REV, &rev.to_string())
     }
 
     /// Removes rows up to `to` once they are archived, and remembers that.
@@ -507,6 +567,7 @@ fn decode(row: CommandRow) -> Option<StoredCommand> {
             duration_ms: row.duration_ms.map(|d| d as u32),
             id: row.id,
             at: row.at.map(|at| at as u64),
+            retain: row.retain.is_some_and(|r| r != 0.0),
         },
     })
 }

@@ -734,6 +734,7 @@ impl Animator for RuleAnimator {
             duration_ms: Some(talk_ms),
             id: None,
             at: None,
+            retain: false,
         });
         for cand in kept {
             let Some(cmd) = self
@@ -752,6 +753,7 @@ impl Animator for RuleAnimator {
                 duration_ms: cmd.duration_ms,
                 id: None,
                 at: None,
+                retain: false,
             });
         }
         Ok(out)

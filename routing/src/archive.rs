@@ -80,6 +80,10 @@ struct Row {
     /// Absent in pages written before commands had `at`, and when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<u64>,
+    /// Sent only when true, so pages and feeds without retained commands
+    /// keep their shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retain: bool,
 }
 
 fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
@@ -93,6 +97,7 @@ fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
             duration_ms: r.command.duration_ms,
             id: r.command.id.clone(),
             at: r.command.at,
+            retain: r.command.retain,
         })
         .collect()
 }
@@ -123,6 +128,7 @@ fn row_command(r: Row) -> Option<StoredCommand> {
             duration_ms: r.duration_ms,
             id: r.id,
             at: r.at,
+            retain: r.retain,
         },
     })
 }
@@ -149,6 +155,7 @@ mod tests {
                 duration_ms: Some(5),
                 id: Some(format!("id{seq}")),
                 at: seq.is_multiple_of(2).then_some(seq * 100),
+                retain: seq.is_multiple_of(2),
             },
         }
     }

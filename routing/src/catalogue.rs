@@ -126,6 +126,11 @@ pub const MAX_FANOUT_LIMIT: usize = 32_768;
 /// subscribe gets 503 `character_full` even below `MAX_SUBSCRIBERS`. Each
 /// publish is one request per relay, so this bounds that too.
 pub const MAX_RELAYS: u32 = 100;
+/// Most topics one character holds a retained command for (contract §8,
+/// "Retained commands"); a publish that would retain one more topic is
+/// refused with 413 `payload_too_large`, nothing stored. Each is at most
+/// 16 KiB, so a character's retained set stays within 1 MiB.
+pub const MAX_RETAINED_TOPICS: usize = 64;
 /// Most rows the character's object sends a relay in one request; more go
 /// in the next one (each row is at most 16 KiB serialized).
 pub const MAX_FEED_ROWS: u64 = 100;

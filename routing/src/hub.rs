@@ -20,9 +20,11 @@ use crate::catalogue::{
 use crate::events::{DisconnectReason, Event, EventKind};
 use crate::protocol::{
     batch_frame_json, command_frame_json, error_frame_json, parse_client_frame,
-    presence_frame_json, published_frame_json, recovered_frame_json, subscribed_frame_json,
-    welcome_frame_json, ClientFrame, Command, ErrorCode, PresenceEvent,
+    presence_frame_json, published_frame_json, recovered_frame_json, retained_frame_json,
+    subscribed_frame_json, welcome_frame_json, ApiError, ClientFrame, Command, ErrorCode,
+    PresenceEvent,
 };
+use crate::retained::RetainedSet;
 use crate::subscriptions::SubscriptionMap;
 use crate::topic::{CharacterId, TopicFilter};
 use serde::{Deserialize, Serialize};
@@ -144,8 +146,15 @@ pub enum Input {
     /// Relay role: the stream this hub follows restarts at `seq` in `epoch`
     /// (a new epoch, or a gap history no longer covers). Every socket is
     /// closed with 1011, which tells clients to resume, and seq and epoch
-    /// are set.
+    /// are set; the retained copy is unknown until adopted again.
     Resync { epoch: String, seq: u64 },
+    /// Owner: `DELETE .../retained/{topic}`, already persisted by the shell
+    /// with revision `rev` ([`RetainedSet::next_rev`]); answered with
+    /// [`Reply::Cleared`].
+    ClearRetained {
+        topic: crate::topic::Topic,
+        rev: u64,
+    },
 }
 
 /// The answer to the request that caused an input.
@@ -162,6 +171,12 @@ pub enum Reply {
     /// Sockets closed by a [`Input::Revoke`].
     Revoked {
         closed: usize,
+    },
+    /// The publish was refused, nothing stored (the retained-topic bound).
+    Refused(ApiError),
+    /// Whether the topic had a retained command to clear.
+    Cleared {
+        cleared: bool,
     },
 }
 
@@ -223,6 +238,8 @@ pub struct Hub {
     /// this often (the registry's lease refresh); 0 = never.
     refresh_every_ms: u64,
     refresh_at: Option<u64>,
+    /// Retained commands: the owner's set of record, or a relay's copy.
+    retained: RetainedSet,
 }
 
 impl Hub {
@@ -249,7 +266,23 @@ impl Hub {
             flush_at: None,
             refresh_every_ms: 0,
             refresh_at: None,
+            retained: RetainedSet::unknown(),
         }
+    }
+
+    /// The retained commands as stored (owner) or adopted (relay); part of
+    /// building the hub, or a relay's copy taking the owner's snapshot.
+    pub fn set_retained(&mut self, set: RetainedSet) {
+        self.retained = set;
+    }
+
+    pub fn retained(&self) -> &RetainedSet {
+        &self.retained
+    }
+
+    /// The `command` frame of a retained command (`retained: true`).
+    pub fn retained_frame_of(&self, row: &StoredCommand) -> String {
+        retained_frame_json(&self.character, &self.epoch, row.seq, row.ts, &row.command)
     }
 
     /// Reports the subscriber summary again every `every_ms` while clients
@@ -402,9 +435,10 @@ impl Hub {
                 }
                 out.push(Effect::Reply(Reply::Revoked { closed: keys.len() }));
             }
-            Input::Publish { commands } => {
-                out.push(Effect::Store(self.plan(commands, now, Origin::Http)));
-            }
+            Input::Publish { commands } => match self.retained.admits(&commands) {
+                Ok(()) => out.push(Effect::Store(self.plan(commands, now, Origin::Http))),
+                Err(e) => out.push(Effect::Reply(Reply::Refused(e))),
+            },
             Input::Stored(pending) => self.commit(now, pending, &mut out),
             Input::StoreFailed(pending) => {
                 if let Origin::Client { client, .. } = pending.origin {
@@ -428,6 +462,7 @@ impl Hub {
                 for row in &rows {
                     if row.seq > self.seq {
                         self.seq = row.seq;
+                        self.retained.apply(row);
                         self.deliver(now, row, &mut out);
                     }
                 }
@@ -439,6 +474,11 @@ impl Hub {
                 }
                 self.epoch = epoch;
                 self.seq = seq;
+                self.retained.reset();
+            }
+            Input::ClearRetained { topic, rev } => {
+                let cleared = self.retained.clear(&topic, rev);
+                out.push(Effect::Reply(Reply::Cleared { cleared }));
             }
         }
         out
@@ -534,6 +574,12 @@ impl Hub {
                 vec![key],
                 recovered_frame_json(resume.since, self.seq, complete, resume.next_since),
             ));
+        } else {
+            // Without `since`: the retained commands its filters match, as
+            // single frames in seq order, before anything live.
+            for row in self.retained.matching(&info.topics) {
+                out.push(send(vec![key], self.retained_frame_of(row)));
+            }
         }
         out.extend(self.presence(PresenceEvent::Join, info, key));
         out.push(Effect::Log(Event {
@@ -677,6 +723,7 @@ impl Hub {
             if let Some(id) = &row.command.id {
                 self.remember_id(id.clone(), row.seq, row.ts);
             }
+            self.retained.apply(row);
             delivered += self.deliver(now, row, out);
         }
         let (client_id, user) = match &pending.origin {
@@ -840,6 +887,9 @@ impl Hub {
                 }
                 if let Err(e) = crate::schedule::check_commands(std::slice::from_ref(&command), now)
                 {
+                    return self.refuse(now, key, e.code, &e.message, r#ref.as_deref(), out);
+                }
+                if let Err(e) = self.retained.admits(std::slice::from_ref(&command)) {
                     return self.refuse(now, key, e.code, &e.message, r#ref.as_deref(), out);
                 }
                 self.accept(key);

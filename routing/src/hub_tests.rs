@@ -1500,3 +1500,164 @@ fn resync_closes_every_socket_and_moves_epoch_and_seq() {
     );
     assert_eq!(fx.hub().seq(), 41);
 }
+
+fn retained(topic: &str, name: &str) -> Value {
+    json!({"topic": topic, "name": name, "retain": true})
+}
+
+/// Frames a socket got, as (type, seq, retained) for command frames and
+/// the type alone for the rest.
+fn shape(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f["type"].as_str() {
+            Some("command") => format!("command {} {}", f["seq"], f["retained"]),
+            other => other.unwrap_or("?").to_string(),
+        })
+        .collect()
+}
+
+/// A late joiner without `since` gets, right after `welcome`, the retained
+/// commands its filters match (the newest per topic, original seq, in seq
+/// order, `retained: true`), before presence and any live frame; live
+/// frames say `retained: false`.
+#[test]
+fn a_late_joiner_gets_the_retained_commands_it_matches_after_welcome() {
+    let mut fx = Fx::new(0);
+    let watcher = fx.connect("w", &[">"], true, false);
+    fx.publish(vec![retained("face", "smile"), c("face", "blink")], 1); // 1, 2
+    fx.publish(vec![retained("body.arms", "wave")], 2); // 3
+    fx.publish(vec![retained("pose", "sit"), retained("face", "frown")], 3); // 4, 5
+    fx.publish(vec![c("legs", "kick")], 4); // 6
+    let got = fx.take(watcher);
+    assert!(got
+        .iter()
+        .filter(|f| f["type"] == "command")
+        .all(|f| f["retained"] == false));
+    let late = fx.connect("late", &["face", "body.*"], false, false);
+    assert_eq!(
+        shape(&fx.take(late)),
+        vec!["welcome", "command 3 true", "command 5 true"]
+    );
+    let all = fx.connect("all", &[">"], false, false);
+    let frames = fx.take(all);
+    assert_eq!(
+        shape(&frames),
+        vec![
+            "welcome",
+            "command 3 true",
+            "command 4 true",
+            "command 5 true"
+        ]
+    );
+    assert_eq!(frames[3]["name"], "frown");
+    assert_eq!(frames[3]["ts"], 3);
+    // Presence of the joiner reached the watcher, after its own frames.
+    assert_eq!(shape(&fx.take(watcher)), vec!["presence", "presence"]);
+    let none = fx.connect("none", &["legs"], false, false);
+    assert_eq!(shape(&fx.take(none)), vec!["welcome"]);
+    // Live frames after that are plain.
+    fx.publish(vec![retained("face", "smile")], 5);
+    assert_eq!(shape(&fx.take(late)), vec!["command 7 false"]);
+}
+
+/// With `since` the socket gets its replay and `recovered`, not the
+/// retained commands; batching never holds retained frames back.
+#[test]
+fn a_resume_gets_no_retained_frames_and_batching_does_not_delay_them() {
+    let mut fx = Fx::new(100);
+    fx.publish(vec![retained("face", "smile")], 1);
+    let resume = Resume {
+        since: 1,
+        rows: vec![],
+        complete: true,
+        next_since: None,
+    };
+    let info = Fx::info("r", &[">"], false, false);
+    let r = fx.connect_with(2, info, None, Some(resume));
+    assert_eq!(shape(&fx.take(r)), vec!["welcome", "recovered"]);
+    let late = fx.connect("late", &[">"], false, false);
+    assert_eq!(shape(&fx.take(late)), vec!["welcome", "command 1 true"]);
+}
+
+/// Clearing a topic removes its retained command and moves the revision;
+/// a relay's copy is updated by the rows it delivers and forgotten when its
+/// stream restarts.
+#[test]
+fn clears_relayed_rows_and_resyncs_change_the_retained_set() {
+    let mut fx = Fx::new(0);
+    fx.hub()
+        .set_retained(crate::retained::RetainedSet::of_record(vec![], 3));
+    fx.publish(vec![retained("face", "smile"), retained("pose", "sit")], 1);
+    let face = Topic::parse("face").unwrap();
+    fx.feed(
+        2,
+        Input::ClearRetained {
+            topic: face.clone(),
+            rev: 4,
+        },
+    );
+    assert_eq!(fx.replies.pop(), Some(Reply::Cleared { cleared: true }));
+    fx.feed(
+        3,
+        Input::ClearRetained {
+            topic: face,
+            rev: 5,
+        },
+    );
+    assert_eq!(fx.replies.pop(), Some(Reply::Cleared { cleared: false }));
+    assert_eq!(fx.hub().retained().rev(), Some(4));
+    let late = fx.connect("late", &[">"], false, false);
+    assert_eq!(shape(&fx.take(late)), vec!["welcome", "command 2 true"]);
+    // Relay role.
+    let mut relay = Fx::new(0);
+    let mut row = stored(9, "face");
+    row.command.retain = true;
+    relay.feed(1, Input::Relayed { rows: vec![row] });
+    assert_eq!(relay.hub().retained().len(), 1);
+    assert_eq!(relay.hub().retained().rev(), None, "not adopted yet");
+    relay.feed(
+        2,
+        Input::Resync {
+            epoch: "ep2".into(),
+            seq: 20,
+        },
+    );
+    assert!(relay.hub().retained().is_empty());
+}
+
+/// Past the bound of retained topics a publish is refused whole (nothing
+/// stored, no seq used), over HTTP and in a client frame.
+#[test]
+fn retaining_more_topics_than_the_bound_is_refused_whole() {
+    use crate::catalogue::MAX_RETAINED_TOPICS;
+    let mut fx = Fx::new(0);
+    let full: Vec<Value> = (0..MAX_RETAINED_TOPICS)
+        .map(|i| retained(&format!("t{i}"), "n"))
+        .collect();
+    fx.publish(full, 1);
+    let seq = fx.hub().seq();
+    let commands = vec![
+        crate::protocol::parse_command(&c("x", "plain")).unwrap(),
+        crate::protocol::parse_command(&retained("one-more", "n")).unwrap(),
+    ];
+    fx.feed(2, Input::Publish { commands });
+    match fx.replies.pop() {
+        Some(Reply::Refused(e)) => assert_eq!(e.status(), 413),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.hub().seq(), seq, "nothing stored");
+    // Replacing a held topic is fine.
+    fx.publish(vec![retained("t0", "again")], 3);
+    let p = fx.connect("p", &[">"], false, true);
+    fx.take(p);
+    fx.frame(
+        p,
+        r#"{"type":"publish","ref":"r","name":"n","topic":"new","retain":true}"#,
+        4,
+    );
+    let got = fx.take(p);
+    assert_eq!(got[0]["type"], "error");
+    assert_eq!(got[0]["code"], "payload_too_large");
+    assert_eq!(got[0]["ref"], "r");
+}

@@ -18,6 +18,7 @@ pub mod query;
 pub mod reader;
 pub mod relay;
 pub mod relays;
+pub mod retained;
 pub mod revocation;
 pub mod route;
 pub mod scene;

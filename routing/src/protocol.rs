@@ -181,11 +181,14 @@ pub struct Command {
     /// When it should start playing (ms since the Unix epoch, server
     /// clock); its distance from now is checked by `schedule::check_at`.
     pub at: Option<u64>,
+    /// `retain: true`: also becomes its topic's retained command
+    /// (`routing::retained`), replacing the previous one.
+    pub retain: bool,
 }
 
 /// Validates one command object. `null` counts as absent for the optional
-/// fields (`topic`, `params`, `duration_ms`, `id`, `at`); unknown fields are
-/// ignored.
+/// fields (`topic`, `params`, `duration_ms`, `id`, `at`, `retain`); unknown
+/// fields are ignored.
 pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
     let Some(obj) = v.as_object() else {
         return Err(ApiError::bad_request("a command must be a JSON object"));
@@ -233,6 +236,11 @@ pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
         }
     };
     let at = crate::schedule::parse_at(obj.get("at"))?;
+    let retain = match obj.get("retain") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("field `retain` must be a boolean")),
+    };
     Ok(Command {
         topic,
         name,
@@ -240,6 +248,7 @@ pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
         duration_ms,
         id,
         at,
+        retain,
     })
 }
 
@@ -452,11 +461,13 @@ pub struct CommandFrame<'a> {
     pub params: &'a Map<String, Value>,
     pub duration_ms: Option<u32>,
     pub id: Option<&'a str>,
+    /// True only for the retained commands sent right after `welcome`.
+    pub retained: bool,
 }
 
 impl Serialize for CommandFrame<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("CommandFrame", 11)?;
+        let mut st = s.serialize_struct("CommandFrame", 12)?;
         st.serialize_field("type", "command")?;
         st.serialize_field("character", self.character)?;
         st.serialize_field("topic", self.topic)?;
@@ -468,17 +479,42 @@ impl Serialize for CommandFrame<'_> {
         st.serialize_field("params", self.params)?;
         st.serialize_field("duration_ms", &self.duration_ms)?;
         st.serialize_field("id", &self.id)?;
+        st.serialize_field("retained", &self.retained)?;
         st.end()
     }
 }
 
-/// One `command` frame (also the element of `history` and `batch`).
+/// One `command` frame (also the element of `history` and `batch`), as
+/// delivered live or replayed: `retained: false`.
 pub fn command_frame_json(
     character: &CharacterId,
     epoch: &str,
     seq: u64,
     ts: u64,
     cmd: &Command,
+) -> String {
+    frame_json(character, epoch, seq, ts, cmd, false)
+}
+
+/// The `command` frame of a retained command, sent after `welcome` and in
+/// the `state` answer: `retained: true`, its original seq and ts.
+pub fn retained_frame_json(
+    character: &CharacterId,
+    epoch: &str,
+    seq: u64,
+    ts: u64,
+    cmd: &Command,
+) -> String {
+    frame_json(character, epoch, seq, ts, cmd, true)
+}
+
+fn frame_json(
+    character: &CharacterId,
+    epoch: &str,
+    seq: u64,
+    ts: u64,
+    cmd: &Command,
+    retained: bool,
 ) -> String {
     to_json(&CommandFrame {
         character,
@@ -491,6 +527,7 @@ pub fn command_frame_json(
         params: &cmd.params,
         duration_ms: cmd.duration_ms,
         id: cmd.id.as_deref(),
+        retained,
     })
 }
 

@@ -70,6 +70,27 @@ fn command_defaults_and_fields() {
 }
 
 #[test]
+fn retain_is_an_optional_boolean() {
+    assert!(!cmd(json!({"name": "a"})).unwrap().retain);
+    assert!(!cmd(json!({"name": "a", "retain": null})).unwrap().retain);
+    assert!(!cmd(json!({"name": "a", "retain": false})).unwrap().retain);
+    assert!(cmd(json!({"name": "a", "retain": true})).unwrap().retain);
+    for bad in [json!(1), json!("true"), json!([]), json!({})] {
+        let e = cmd(json!({"name": "a", "retain": bad})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("retain"), "{}", e.message);
+    }
+    // Batches and client frames take it too.
+    let batch = parse_publish_body(br#"{"commands":[{"name":"a","retain":true},{"name":"b"}]}"#);
+    let retain: Vec<bool> = batch.unwrap().iter().map(|c| c.retain).collect();
+    assert_eq!(retain, vec![true, false]);
+    match parse_client_frame(r#"{"type":"publish","name":"a","retain":true}"#) {
+        Ok(ClientFrame::Publish { command, .. }) => assert!(command.retain),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn command_wrong_types_name_the_field() {
     let table = [
         (json!([]), "object"),
@@ -281,8 +302,13 @@ fn server_frames_have_contract_fields() {
     assert_eq!(
         parse(&f),
         json!({"type": "command", "character": "alice", "topic": "face", "seq": 7, "epoch": "ep",
-            "ts": 99, "at": null, "name": "smile", "params": {"i": 1}, "duration_ms": 5, "id": "k"})
+            "ts": 99, "at": null, "name": "smile", "params": {"i": 1}, "duration_ms": 5, "id": "k",
+            "retained": false})
     );
+    // A retained command's frame differs only in `retained`.
+    let mut r = parse(&f);
+    r["retained"] = json!(true);
+    assert_eq!(parse(&retained_frame_json(&ch, "ep", 7, 99, &c)), r);
     let c2 = cmd(json!({"name": "wave", "at": 1_700_000_000_500u64})).unwrap();
     let f2 = command_frame_json(&ch, "ep", 8, 100, &c2);
     assert_eq!(parse(&f2)["duration_ms"], Value::Null);
@@ -359,7 +385,7 @@ proptest! {
         let mut params = Map::new();
         params.insert(key.clone(), json!(val));
         let c = Command { topic: Topic::main(), name: CommandName::parse("n").unwrap(), params,
-            duration_ms: Some(1), id: r.clone(), at: Some(ts / 2) };
+            duration_ms: Some(1), id: r.clone(), at: Some(ts / 2), retain: false };
         let f = parse(&command_frame_json(&ch, &cid, seq, ts, &c));
         prop_assert_eq!(&f["epoch"], &json!(cid));
         prop_assert_eq!(&f["seq"], &json!(seq));

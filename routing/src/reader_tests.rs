@@ -21,6 +21,7 @@ fn row(seq: u64) -> StoredCommand {
             duration_ms: None,
             id: None,
             at: None,
+            retain: false,
         },
     }
 }

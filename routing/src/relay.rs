@@ -67,6 +67,13 @@ impl Follower {
         self.last
     }
 
+    /// The rows applied after `at`, oldest first, when the ring still holds
+    /// them all (a retained snapshot read at `at` is brought up to date with
+    /// them, `retained::RetainedSet::adopt`); `None` when it does not.
+    pub fn applied_after(&self, at: u64) -> Option<Vec<StoredCommand>> {
+        (at >= self.base).then(|| self.ring.iter().filter(|r| r.seq > at).cloned().collect())
+    }
+
     /// Restarts the stream at `at` in `epoch`; the hub moves with it.
     fn restart(&mut self, epoch: &str, at: u64) -> Option<(String, u64)> {
         self.epoch = epoch.to_string();

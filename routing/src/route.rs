@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::protocol::{ApiError, ErrorCode};
-use crate::topic::CharacterId;
+use crate::topic::{CharacterId, Topic};
 
 /// An endpoint of the contract (§3) with the names its path carries, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +30,13 @@ pub enum Route {
     History(CharacterId),
     /// `POST /v1/characters/{character}/say`.
     Say(CharacterId),
+    /// `GET /v1/characters/{character}/state`: the retained commands.
+    State(CharacterId),
+    /// `DELETE /v1/characters/{character}/retained/{topic}`.
+    ClearRetained {
+        character: CharacterId,
+        topic: Topic,
+    },
     /// `POST /v1/broadcast`.
     Broadcast,
     /// `GET /v1/subscribe?characters=...`: a scene socket.
@@ -76,6 +83,8 @@ impl Route {
             | Route::Publish(c)
             | Route::History(c)
             | Route::Say(c)
+            | Route::State(c)
+            | Route::ClearRetained { character: c, .. }
             | Route::AdminCharacterSubscriptions(c)
             | Route::AdminKick { character: c, .. } => Some(c),
             Route::Health
@@ -189,6 +198,7 @@ enum Shape<'a> {
     Health,
     Time,
     Character(&'a str, &'a str),
+    Retained(&'a str, &'a str),
     Broadcast,
     Scene,
     AdminSubscriptions,
@@ -202,7 +212,7 @@ impl Shape<'_> {
     fn methods(&self) -> &'static [&'static str] {
         match self {
             Shape::Character(_, "commands" | "say") | Shape::Broadcast | Shape::AdminRevoke => POST,
-            Shape::AdminKick(..) => DELETE,
+            Shape::AdminKick(..) | Shape::Retained(..) => DELETE,
             _ => READ,
         }
     }
@@ -210,7 +220,12 @@ impl Shape<'_> {
     fn is_admin(&self) -> bool {
         !matches!(
             self,
-            Shape::Health | Shape::Time | Shape::Character(..) | Shape::Broadcast | Shape::Scene
+            Shape::Health
+                | Shape::Time
+                | Shape::Character(..)
+                | Shape::Retained(..)
+                | Shape::Broadcast
+                | Shape::Scene
         )
     }
 
@@ -225,9 +240,14 @@ impl Shape<'_> {
                     "subscribe" => Route::Subscribe(c),
                     "commands" => Route::Publish(c),
                     "say" => Route::Say(c),
+                    "state" => Route::State(c),
                     _ => Route::History(c),
                 }
             }
+            Shape::Retained(name, topic) => Route::ClearRetained {
+                character: character(name)?,
+                topic: Topic::parse(&decode(topic)).map_err(ApiError::from)?,
+            },
             Shape::Broadcast => Route::Broadcast,
             Shape::Scene => Route::SceneSubscribe,
             Shape::AdminSubscriptions => Route::AdminSubscriptions,
@@ -248,9 +268,10 @@ fn shape<'a>(segments: &[&'a str]) -> Option<Shape<'a>> {
     Some(match *segments {
         ["healthz"] => Shape::Health,
         ["v1", "time"] => Shape::Time,
-        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say")] => {
+        ["v1", "characters", name, action @ ("subscribe" | "commands" | "history" | "say" | "state")] => {
             Shape::Character(name, action)
         }
+        ["v1", "characters", name, "retained", topic] => Shape::Retained(name, topic),
         ["v1", "broadcast"] => Shape::Broadcast,
         ["v1", "subscribe"] => Shape::Scene,
         ["v1", "admin", "subscriptions"] => Shape::AdminSubscriptions,

@@ -157,6 +157,38 @@ fn character_endpoints() {
 }
 
 #[test]
+fn retained_state_endpoints() {
+    let clear = |ch: &str, topic: &str| Route::ClearRetained {
+        character: c(ch),
+        topic: Topic::parse(topic).unwrap(),
+    };
+    const NA_DELETE: Want = Want::Err(405, Some(DELETE), false);
+    cases!(
+        "GET" "/v1/characters/alice/state" => Route::State(c("alice")),
+        "HEAD" "/v1/characters/alice/state" => Route::State(c("alice")),
+        "POST" "/v1/characters/alice/state" => NA_GET,
+        "GET" "/v1/characters/bad.name/state" => BAD,
+        "DELETE" "/v1/characters/alice/retained/face" => clear("alice", "face"),
+        "DELETE" "/v1/characters/alice/retained/body.arms" => clear("alice", "body.arms"),
+        "DELETE" "/v1/characters/alice/retained/body%2Earms" => clear("alice", "body.arms"),
+        "GET" "/v1/characters/alice/retained/face" => NA_DELETE,
+        "POST" "/v1/characters/alice/retained/face" => NA_DELETE,
+        // A topic, not a filter; the character is checked first.
+        "DELETE" "/v1/characters/alice/retained/body.*" => BAD,
+        "DELETE" "/v1/characters/alice/retained/FACE" => BAD,
+        "DELETE" "/v1/characters/alice/retained/" => BAD,
+        "DELETE" "/v1/characters/bad.name/retained/face" => BAD,
+        "DELETE" "/v1/characters/alice/retained" => NF,
+        "DELETE" "/v1/characters/alice/retained/face/x" => NF,
+        "OPTIONS" "/v1/characters/alice/retained/face" => Route::Preflight(DELETE),
+        "OPTIONS" "/v1/characters/alice/state" => Route::Preflight(READ),
+    );
+    let r = route("DELETE", "/v1/characters/bob/retained/face").unwrap();
+    assert!(!r.is_admin());
+    assert_eq!(r.character(), Some(&c("bob")));
+}
+
+#[test]
 fn names_are_percent_decoded() {
     let long = format!("/v1/characters/{}/history", "a".repeat(64));
     let too_long = format!("/v1/characters/{}/history", "a".repeat(65));

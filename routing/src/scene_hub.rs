@@ -13,6 +13,13 @@
 //! client `publish` names its `character`, which must be the scene's.
 //! A character whose stream restarts (new epoch, or a gap history no longer
 //! covers) closes every socket with 1011, so clients resume.
+//!
+//! Retained commands: the scene keeps a copy of each character's set
+//! (`retained`), taken from the character's object at each join and kept
+//! up to date by the retained rows it applies. A new socket gets, right
+//! after `welcome`, the retained commands its filters match of every
+//! character it does not resume (`since`), character by character in
+//! name order, each in seq order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -23,9 +30,10 @@ use crate::catalogue::{echo_close_code, CloseCode, MAX_BAD_FRAMES, MAX_FILTERS, 
 use crate::hub::{ClientInfo, ClientKey, Gone, Resume, StoredCommand};
 use crate::protocol::{
     command_frame_json, error_frame_json, parse_client_frame, recovered_frame_json,
-    subscribed_frame_json, ClientFrame, Command, ErrorCode,
+    retained_frame_json, subscribed_frame_json, ClientFrame, Command, ErrorCode,
 };
 use crate::relay::Follower;
+use crate::retained::RetainedSet;
 use crate::subscriptions::SubscriptionMap;
 use crate::topic::{CharacterId, TopicFilter};
 
@@ -71,6 +79,8 @@ pub struct SceneHub {
     clients: BTreeMap<ClientKey, SceneClient>,
     by_id: HashMap<String, ClientKey>,
     expiry: BTreeSet<(u64, ClientKey)>,
+    /// Each character's retained commands, as far as the scene knows them.
+    retained: BTreeMap<CharacterId, RetainedSet>,
 }
 
 impl SceneHub {
@@ -82,7 +92,36 @@ impl SceneHub {
             clients: BTreeMap::new(),
             by_id: HashMap::new(),
             expiry: BTreeSet::new(),
+            retained: BTreeMap::new(),
         }
+    }
+
+    /// `c`'s retained commands `rows` at revision `rev`, which its object
+    /// read at seq `at` (the join answer), brought to the place this scene
+    /// delivers `c` from ([`RetainedSet::adopt`]). False when not taken
+    /// (the ring no longer covers `at`).
+    pub fn adopt_retained(
+        &mut self,
+        c: &CharacterId,
+        rows: Vec<StoredCommand>,
+        at: u64,
+        rev: u64,
+    ) -> bool {
+        let Some(f) = self.streams.get(c) else {
+            return false;
+        };
+        let applied = f.applied_after(at);
+        let mut set = RetainedSet::unknown();
+        let adopted = set.adopt(rows, at, rev, f.last(), applied.as_deref());
+        if adopted {
+            self.retained.insert(c.clone(), set);
+        }
+        adopted
+    }
+
+    /// `c`'s retained commands as the scene knows them.
+    pub fn retained(&self, c: &CharacterId) -> Option<&RetainedSet> {
+        self.retained.get(c)
     }
 
     pub fn characters(&self) -> Vec<CharacterId> {
@@ -139,6 +178,7 @@ impl SceneHub {
         };
         let moved = f.subscribe(epoch, seq, holding).is_some();
         if moved {
+            self.retained.remove(c);
             self.close_all(CloseCode::Internal, &mut out);
         }
         (out, moved)
@@ -163,7 +203,13 @@ impl SceneHub {
         let epoch = f.epoch().to_string();
         let last = f.last();
         if plan.resync.is_some() {
+            self.retained.remove(c);
             self.close_all(CloseCode::Internal, &mut out);
+        }
+        if let Some(set) = self.retained.get_mut(c) {
+            for row in &plan.apply {
+                set.apply(row);
+            }
         }
         for row in &plan.apply {
             let to = self.subs.matching(&row.command.topic);
@@ -235,6 +281,18 @@ impl SceneHub {
             "topics": topics,
         });
         out.push(send(key, welcome.to_string()));
+        for (c, f) in &self.streams {
+            if resumes.iter().any(|(r, _)| r == c) {
+                continue;
+            }
+            let Some(set) = self.retained.get(c) else {
+                continue;
+            };
+            for row in set.matching(&topics) {
+                let frame = retained_frame_json(c, f.epoch(), row.seq, row.ts, &row.command);
+                out.push(send(key, frame));
+            }
+        }
         for (c, resume) in resumes {
             let Some(f) = self.streams.get(&c) else {
                 continue;

@@ -232,3 +232,84 @@ fn kicks_revocations_expiry_and_gone_forget_the_socket_once() {
     );
     assert_eq!(s.subscriber_count(), 0);
 }
+
+fn kept(seq: u64, topic: &str) -> StoredCommand {
+    let mut r = row(seq, topic);
+    r.command.retain = true;
+    r
+}
+
+/// A scene socket gets, right after `welcome`, the retained commands of
+/// every character it does not resume (character by character, each in seq
+/// order, `retained: true`), as adopted at the join and updated by feeds;
+/// a character whose stream restarts forgets its copy.
+#[test]
+fn new_sockets_get_each_characters_retained_commands_after_welcome() {
+    let mut s = scene();
+    // `a` answered its join at seq 10 with face@4 and pose@7.
+    assert!(s.adopt_retained(&c("a"), vec![kept(4, "face"), kept(7, "pose")], 10, 1));
+    // `b` answered at 25 (ahead of the scene's 20): its rows past 20 come by feed.
+    assert!(s.adopt_retained(&c("b"), vec![kept(15, "pose"), kept(22, "face")], 25, 3));
+    let held: Vec<u64> = s
+        .retained(&c("b"))
+        .unwrap()
+        .rows()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(held, vec![15], "face@22 is not delivered yet");
+    let (_, _) = s.feed(
+        &c("b"),
+        "eb",
+        20,
+        false,
+        vec![row(21, "x"), kept(22, "face")],
+        true,
+    );
+    let (_, _) = s.feed(&c("a"), "ea", 10, false, vec![kept(11, "face")], true);
+    let out = s.connect(1, info("x", &["face"]), None, vec![]);
+    let got: Vec<(String, u64, bool)> = frames(&out)
+        .into_iter()
+        .skip(1)
+        .map(|(_, f)| {
+            (
+                f["character"].as_str().unwrap().to_string(),
+                f["seq"].as_u64().unwrap(),
+                f["retained"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("a".into(), 11, true), ("b".into(), 22, true)],
+        "face only, the newest per character"
+    );
+    // Resuming `a`: only `b`'s retained (pose, face), then `a`'s recovered.
+    let resume = Resume {
+        since: 11,
+        rows: vec![],
+        complete: true,
+        next_since: None,
+    };
+    let out = s.connect(2, info("y", &[">"]), None, vec![(c("a"), resume)]);
+    let types: Vec<String> = frames(&out)
+        .into_iter()
+        .map(|(_, f)| format!("{} {}", f["type"].as_str().unwrap(), f["character"]))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "welcome null",
+            "command \"b\"",
+            "command \"b\"",
+            "recovered \"a\""
+        ]
+    );
+    // A restarted stream (new epoch) drops `a`'s copy.
+    s.feed(&c("a"), "ea2", 0, false, vec![row(1, "x")], true);
+    assert!(s.retained(&c("a")).is_none());
+    assert!(
+        !s.adopt_retained(&c("zz"), vec![], 0, 0),
+        "not a character of the scene"
+    );
+}

@@ -86,6 +86,8 @@ pub fn route_label(route: Option<&Route>) -> &'static str {
         Some(Route::Publish(_)) => "commands",
         Some(Route::History(_)) => "history",
         Some(Route::Say(_)) => "say",
+        Some(Route::State(_)) => "state",
+        Some(Route::ClearRetained { .. }) => "retained",
         Some(Route::Broadcast) => "broadcast",
         Some(Route::SceneSubscribe) => "scene.subscribe",
         Some(Route::AdminSubscriptions) => "admin.subscriptions",

@@ -30,6 +30,13 @@ pub mod path {
     /// Character object: a scene object asks to be fed (POST
     /// [`super::SceneJoin`]; answers [`super::JoinAnswer`]).
     pub const SCENE_JOIN: &str = "/scene/join";
+    /// Character object: `GET .../state` (contract §8).
+    pub const STATE: &str = "/state";
+    /// Character object: `DELETE .../retained/{topic}`, followed by the topic.
+    pub const RETAINED_PREFIX: &str = "/retained/";
+    /// Character object: its retained snapshot for a relay's copy (GET;
+    /// answers [`super::RetainedAnswer`]).
+    pub const RELAY_RETAINED: &str = "/relay/retained";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
     pub const LIST: &str = "/list";
@@ -49,6 +56,9 @@ pub const H_EXPIRES: &str = "x-gateway-expires-ms";
 /// seq when it was forwarded.
 pub const H_RELAY_EPOCH: &str = "x-gateway-relay-epoch";
 pub const H_RELAY_SEQ: &str = "x-gateway-relay-seq";
+/// On a subscribe forwarded to a relay: the revision of the character's
+/// retained set; a relay whose copy is of another fetches the snapshot.
+pub const H_RELAY_RETAINED_REV: &str = "x-gateway-relay-retained-rev";
 /// Every internal header starts with this; the router drops such headers
 /// from what a client sent, so no client can forge them.
 pub const INTERNAL_PREFIX: &str = "x-gateway-";
@@ -142,11 +152,27 @@ pub struct SceneJoin {
     pub scene: String,
 }
 
-/// The character's place when a scene joined: its epoch and latest seq.
+/// The character's place when a scene joined: its epoch and latest seq,
+/// and its retained commands then (page rows) at revision `retained_rev`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinAnswer {
     pub epoch: String,
     pub seq: u64,
+    #[serde(default)]
+    pub retained: Option<serde_json::Value>,
+    #[serde(default)]
+    pub retained_rev: u64,
+}
+
+/// A character object's retained set: the commands (page rows, seq order)
+/// at revision `rev`, read when its stream was at `seq` in `epoch`. The
+/// `state` answer's content, and the snapshot a relay or scene adopts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetainedAnswer {
+    pub epoch: String,
+    pub seq: u64,
+    pub rev: u64,
+    pub rows: serde_json::Value,
 }
 
 /// A relay's answer to a feed: the last seq it applied and the sockets it

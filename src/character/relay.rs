@@ -13,11 +13,12 @@ use routing::hub::{ClientInfo, Input, Origin, Pending, Resume};
 use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::parse_subscribe_query;
 use routing::relays::relay_id;
+use routing::retained::RetainedSet;
 use routing::wire::{
-    path, FeedAnswer, FeedBody, PublishAnswer, ReplayAnswer, SubscribeFacts, H_CHARACTER,
-    H_RELAY_EPOCH, H_RELAY_SEQ,
+    path, FeedAnswer, FeedBody, PublishAnswer, ReplayAnswer, RetainedAnswer, SubscribeFacts,
+    H_CHARACTER, H_RELAY_EPOCH, H_RELAY_RETAINED_REV, H_RELAY_SEQ,
 };
-use worker::{console_error, Env, Request, Response, WebSocketPair};
+use worker::{console_error, console_warn, Env, Request, Response, WebSocketPair};
 
 use super::core::{Core, Role, Shared};
 use super::relays::{named_stub, rows_of};
@@ -50,6 +51,32 @@ impl Core {
         Ok(())
     }
 
+    /// Relay: the owner's retained snapshot becomes this relay's copy,
+    /// brought to the place this relay delivers from
+    /// (`routing::retained::RetainedSet::adopt`). A snapshot of another
+    /// epoch, or one the ring cannot bring up to date, is not taken (false):
+    /// the copy stays unknown and the next subscribe fetches again.
+    fn adopt_retained(&mut self, answer: RetainedAnswer) -> AppResult<bool> {
+        if answer.epoch != self.hub.epoch() {
+            console_warn!("retained snapshot of another epoch; not taken");
+            return Ok(false);
+        }
+        let rows = rows_of(answer.rows)?;
+        let last = self.hub.seq();
+        let applied = match &self.role {
+            Role::Relay { follower, .. } => follower.applied_after(answer.seq),
+            Role::Owner { .. } => return Err(AppError::internal("not a relay")),
+        };
+        let mut set = RetainedSet::unknown();
+        let adopted = set.adopt(rows, answer.seq, answer.rev, last, applied.as_deref());
+        if adopted {
+            self.hub.set_retained(set);
+        } else {
+            console_warn!("retained snapshot older than the relay's ring; not taken");
+        }
+        Ok(adopted)
+    }
+
     fn set_pending(&mut self, delta: isize) {
         if let Role::Relay { pending, .. } = &mut self.role {
             *pending = pending.saturating_add_signed(delta);
@@ -76,6 +103,9 @@ impl Character {
             .get(H_RELAY_SEQ)?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let retained_rev: Option<u64> = headers
+            .get(H_RELAY_RETAINED_REV)?
+            .and_then(|v| v.parse().ok());
         self.with_core(now, |core| {
             core.admit()?;
             let holding = core.holding();
@@ -95,7 +125,9 @@ impl Character {
             .map(|(_, q)| q)
             .unwrap_or("")
             .to_string();
-        let result = self.relay_accept(now, &query, &query_string, facts).await;
+        let result = self
+            .relay_accept(now, &query, &query_string, facts, retained_rev)
+            .await;
         // The same turn as the accept: no await since.
         self.with_core(now, |core| {
             core.set_pending(-1);
@@ -110,6 +142,7 @@ impl Character {
         query: &routing::query::SubscribeQuery,
         query_string: &str,
         facts: SubscribeFacts,
+        retained_rev: Option<u64>,
     ) -> AppResult<Response> {
         let info = ClientInfo {
             client_id: random_hex(4),
@@ -120,6 +153,9 @@ impl Character {
             can_publish: facts.can_publish,
         };
         let encoded = attachment::encode(&info, facts.expires_ms)?;
+        if query.since.is_none() {
+            self.ensure_retained(now, retained_rev).await?;
+        }
         let resume = match query.since {
             None => None,
             Some(since) => {
@@ -138,7 +174,9 @@ impl Character {
                 match from_ring {
                     Some(resume) => Some(resume),
                     None => {
-                        let answer = self.owner_replay(&owner, query_string).await?;
+                        let answer = self
+                            .owner_read::<ReplayAnswer>(&owner, path::REPLAY, query_string)
+                            .await?;
                         let resume = Resume {
                             since,
                             rows: rows_of(answer.rows)?,
@@ -176,10 +214,42 @@ impl Character {
         Ok(Response::from_websocket(pair.client)?)
     }
 
-    /// The owner's resume read for a socket of this relay.
-    async fn owner_replay(&self, owner: &str, query: &str) -> AppResult<ReplayAnswer> {
+    /// Relay: a socket without `since` is served the retained commands from
+    /// this relay's copy, so a copy of another revision than the owner's
+    /// `rev` (or none yet) is replaced by the owner's snapshot first. Once
+    /// taken, the rows the relay applies keep it current, whatever turn the
+    /// socket joins in. A snapshot older than the ring can bring up to date
+    /// (the relay was fed meanwhile) is read once more.
+    async fn ensure_retained(&self, now: u64, rev: Option<u64>) -> AppResult<()> {
+        for _ in 0..2 {
+            let (current, owner) = self.with_core(now, |core| {
+                let held = core.hub.retained().rev();
+                let owner = core.hub.character().as_str().to_string();
+                Ok((held.is_some() && held == rev, owner))
+            })?;
+            if current {
+                return Ok(());
+            }
+            let answer = self
+                .owner_read::<RetainedAnswer>(&owner, path::RELAY_RETAINED, "")
+                .await?;
+            if self.with_core(now, |core| core.adopt_retained(answer))? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// A read of the owner's for a socket of this relay: its resume read
+    /// (`path::REPLAY`) or its retained snapshot (`path::RELAY_RETAINED`).
+    async fn owner_read<T: serde::de::DeserializeOwned>(
+        &self,
+        owner: &str,
+        at: &str,
+        query: &str,
+    ) -> AppResult<T> {
         let req = Request::new(
-            &format!("https://character{}?{query}", path::REPLAY),
+            &format!("https://character{at}?{query}"),
             worker::Method::Get,
         )?;
         req.headers().set(H_CHARACTER, owner)?;
@@ -188,11 +258,11 @@ impl Character {
             .await?;
         if resp.status_code() != 200 {
             return Err(AppError::internal(format!(
-                "the character's resume read answered {}",
+                "the character's read {at} answered {}",
                 resp.status_code()
             )));
         }
-        Ok(resp.json::<ReplayAnswer>().await?)
+        Ok(resp.json::<T>().await?)
     }
 
     /// Relay: rows from the owner. Applied in order once each (duplicates
@@ -272,6 +342,11 @@ pub fn forward_publish(shared: Shared, env: Env, pending: Pending) {
             Ok(resp) if resp.status_code() == 503 => error_frame_json(
                 ErrorCode::HistoryBacklog,
                 "history archiving lags; publish again later",
+                r,
+            ),
+            Ok(resp) if resp.status_code() == 413 => error_frame_json(
+                ErrorCode::PayloadTooLarge,
+                "the character retains its maximum of topics; clear one first",
                 r,
             ),
             Ok(resp) => {

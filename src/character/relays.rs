@@ -14,7 +14,8 @@ use routing::query::parse_subscribe_query;
 use routing::reader::ReadOutcome;
 use routing::relays::{relay_name, Placement};
 use routing::wire::{
-    path, FeedAnswer, FeedBody, ReplayAnswer, H_CHARACTER, H_RELAY_EPOCH, H_RELAY_SEQ,
+    path, FeedAnswer, FeedBody, ReplayAnswer, H_CHARACTER, H_RELAY_EPOCH, H_RELAY_RETAINED_REV,
+    H_RELAY_SEQ,
 };
 use worker::{console_error, Env, Headers, Method, Request, RequestInit, Response, Stub};
 
@@ -70,14 +71,15 @@ impl Character {
                             name,
                             core.hub.epoch().to_string(),
                             core.hub.seq(),
+                            core.hub.retained().rev().unwrap_or(0),
                         )))
                     }
                 }
             })?;
-            let Some((index, name, epoch, seq)) = placed else {
+            let Some((index, name, epoch, seq, rev)) = placed else {
                 return Ok(None);
             };
-            let answer = self.forward_subscribe(req, &name, &epoch, seq).await;
+            let answer = self.forward_subscribe(req, &name, &epoch, seq, rev).await;
             let status = answer.as_ref().map(|r| r.status_code()).unwrap_or(0);
             self.with_core(now, |core| {
                 let Role::Owner { relays } = &mut core.role else {
@@ -99,13 +101,14 @@ impl Character {
     }
 
     /// The client's upgrade, forwarded to relay `name` with the stream's
-    /// epoch and latest seq.
+    /// epoch and latest seq, and the retained set's revision.
     async fn forward_subscribe(
         &self,
         req: &Request,
         name: &str,
         epoch: &str,
         seq: u64,
+        retained_rev: u64,
     ) -> AppResult<Response> {
         let headers = Headers::new();
         for (k, v) in req.headers().entries() {
@@ -114,6 +117,7 @@ impl Character {
         headers.set(H_CHARACTER, name)?;
         headers.set(H_RELAY_EPOCH, epoch)?;
         headers.set(H_RELAY_SEQ, &seq.to_string())?;
+        headers.set(H_RELAY_RETAINED_REV, &retained_rev.to_string())?;
         let raw = req.inner().url();
         let query = raw.split_once('?').map(|(_, q)| q).unwrap_or("");
         let url = format!("https://relay{}?{query}", path::SUBSCRIBE);

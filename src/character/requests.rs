@@ -5,8 +5,10 @@
 //! `routing::reader::Reader`: it says which KV pages or SQLite rows it needs
 //! next, this file only performs the reads.
 
+use routing::archive::rows_value;
 use routing::archive::{page_key, unarchived};
 use routing::catalogue::{HISTORY_MAX_PAGES, RESUME_MAX_PAGES};
+use routing::hub::StoredCommand;
 use routing::hub::{ClientInfo, Input, Reply, Resume};
 use routing::logbuf::batch_body;
 use routing::protocol::parse_publish_body;
@@ -14,8 +16,8 @@ use routing::query::{
     parse_history_query, parse_logs_query, parse_subscribe_query, query_pairs, split_url,
 };
 use routing::reader::{Need, ReadOutcome, ReadSpec, Reader};
-use routing::topic::TopicFilter;
-use routing::wire::{path, PublishAnswer, SubscribeFacts, H_CHARACTER};
+use routing::topic::{Topic, TopicFilter};
+use routing::wire::{path, PublishAnswer, RetainedAnswer, SubscribeFacts, H_CHARACTER};
 use worker::{Method, Request, Response, WebSocketPair};
 
 use super::core::Core;
@@ -50,6 +52,11 @@ impl Character {
                 self.publish(now, &body)
             }
             (Method::Get, path::HISTORY) => self.history(now, &pairs).await,
+            (Method::Get, path::STATE) => self.state_answer(now),
+            (Method::Get, path::RELAY_RETAINED) => self.retained_snapshot(now),
+            (Method::Delete, p) if p.starts_with(path::RETAINED_PREFIX) => {
+                self.clear_retained(now, &p[path::RETAINED_PREFIX.len()..])
+            }
             (Method::Get, path::REPLAY) => self.replay_for_relay(now, &pairs).await,
             (Method::Post, path::SCENE_JOIN) => self.scene_join(now, &mut req).await,
             (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now).await,
@@ -181,6 +188,7 @@ impl Character {
                         core.archive.retry_after_secs(now),
                     ))
                 }
+                Some(Reply::Refused(e)) => return Err(e.into()),
                 _ => return Err(AppError::internal("the publish was not stored")),
             };
             let answer = PublishAnswer {
@@ -229,6 +237,80 @@ impl Character {
             let head = head.strip_suffix('}').unwrap_or(&head);
             let body = format!("{head},\"commands\":[{}]}}", frames.join(","));
             Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// `GET .../state`: the retained commands as `command` frames
+    /// (`retained: true`), in seq order, beside the character's place.
+    fn state_answer(&self, now: u64) -> AppResult<Response> {
+        self.with_core(now, |core| {
+            let hub = &core.hub;
+            let frames: Vec<String> = hub
+                .retained()
+                .rows()
+                .into_iter()
+                .map(|r| hub.retained_frame_of(r))
+                .collect();
+            let head = serde_json::json!({
+                "character": hub.character().as_str(),
+                "epoch": hub.epoch(),
+                "seq": hub.seq(),
+            })
+            .to_string();
+            let head = head.strip_suffix('}').unwrap_or(&head);
+            let body = format!("{head},\"retained\":[{}]}}", frames.join(","));
+            Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// The retained set for a relay's copy: its rows, revision, and this
+    /// object's place when they were read.
+    fn retained_snapshot(&self, now: u64) -> AppResult<Response> {
+        self.with_core(now, |core| {
+            let hub = &core.hub;
+            let rows: Vec<StoredCommand> = hub.retained().rows().into_iter().cloned().collect();
+            let answer = RetainedAnswer {
+                epoch: hub.epoch().to_string(),
+                seq: hub.seq(),
+                rev: hub.retained().rev().unwrap_or(0),
+                rows: rows_value(&rows),
+            };
+            let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
+            Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// `DELETE .../retained/{topic}`: stored first (the row and the new
+    /// revision, so relays and scenes holding a copy fetch it again), then
+    /// the hub forgets it. `200 {"character","topic","cleared"}` whether or
+    /// not one was held.
+    fn clear_retained(&self, now: u64, topic: &str) -> AppResult<Response> {
+        let topic = Topic::parse(topic).map_err(routing::protocol::ApiError::from)?;
+        self.with_core(now, |core| {
+            let held = core.hub.retained().contains(&topic);
+            let rev = core.hub.retained().next_rev();
+            if held {
+                core.store.clear_retained(topic.as_str(), rev)?;
+            }
+            let cleared = match core
+                .feed(
+                    now,
+                    Input::ClearRetained {
+                        topic: topic.clone(),
+                        rev,
+                    },
+                )
+                .first()
+            {
+                Some(Reply::Cleared { cleared }) => *cleared,
+                _ => false,
+            };
+            let body = serde_json::json!({
+                "character": core.hub.character().as_str(),
+                "topic": topic.as_str(),
+                "cleared": cleared,
+            });
+            Ok(json_response(200, &body.to_string())?)
         })
     }
 

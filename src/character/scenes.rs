@@ -6,6 +6,7 @@
 
 use routing::archive::rows_value;
 use routing::catalogue::MAX_FEED_ROWS;
+use routing::hub::StoredCommand;
 use routing::scene::is_scene_name;
 use routing::scene_feeds::MAX_SCENE_FEEDS;
 use routing::wire::{path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin};
@@ -30,9 +31,13 @@ impl Character {
             return Err(AppError::bad_request("not a scene object's name"));
         }
         self.with_core(now, |core| {
+            let retained: Vec<StoredCommand> =
+                core.hub.retained().rows().into_iter().cloned().collect();
             let answer = JoinAnswer {
                 epoch: core.hub.epoch().to_string(),
                 seq: core.hub.seq(),
+                retained: Some(rows_value(&retained)),
+                retained_rev: core.hub.retained().rev().unwrap_or(0),
             };
             let Role::Owner { relays } = &mut core.role else {
                 return Err(AppError::internal("a relay feeds no scene"));

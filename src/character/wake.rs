@@ -1,11 +1,12 @@
 //! Waking up: the constructor runs on every start, so the first event after
 //! one builds the state here from SQLite (name, epoch, archive mark, the
-//! latest seq, recent idempotency keys, the event-log buffer's counts) and
-//! from each hibernated socket's attachment, which the hub gets back as
-//! `Input::Restore`.
+//! latest seq, recent idempotency keys, the retained commands, the
+//! event-log buffer's counts) and from each hibernated socket's attachment,
+//! which the hub gets back as `Input::Restore`.
 
 use routing::archive;
 use routing::hub::{Hub, Input};
+use routing::retained::RetainedSet;
 use routing::topic::CharacterId;
 
 use routing::relay::Follower;
@@ -82,6 +83,8 @@ impl Character {
                 for row in store.recent_ids(now)? {
                     hub.restore_idempotency(row.id, row.seq as u64, row.ts as u64);
                 }
+                let rev = store.meta_u64(crate::store::RETAINED_REV)?.unwrap_or(0);
+                hub.set_retained(RetainedSet::of_record(store.retained()?, rev));
                 let mut relays = RelaySet::new(config.fanout_limit);
                 for (index, sockets) in store.relays()? {
                     relays.restore(index, sockets);

@@ -142,11 +142,21 @@ impl Scene {
         }
         let limit = self.with_core(|core| {
             let held = core.hub.subscriber_count() > 0;
-            for (c, JoinAnswer { epoch, seq }) in &placed {
-                let (effects, moved) = core.hub.join(c, epoch, *seq, held);
+            for (c, answer) in placed {
+                let (effects, moved) = core.hub.join(&c, &answer.epoch, answer.seq, held);
                 core.apply(effects);
                 if moved {
-                    core.save_place(c)?;
+                    core.save_place(&c)?;
+                }
+                // The character's retained commands as of its answer.
+                if let Some(rows) = answer.retained {
+                    let rows = crate::character::rows_of(rows)?;
+                    if !core
+                        .hub
+                        .adopt_retained(&c, rows, answer.seq, answer.retained_rev)
+                    {
+                        worker::console_warn!("scene: {c}'s retained snapshot not taken");
+                    }
                 }
             }
             Ok(usize::try_from(core.config.resume_limit).unwrap_or(usize::MAX))

@@ -50,7 +50,7 @@ VENV_BIN = ROOT / ".tools" / "venv" / "bin"
 # and must be unchanged after it.
 SENTINEL = "api-sweep-sentinel-Qz7Kx2Wm9Rt4"
 
-# Contract §3, method and path: the spec must describe each one.
+# Contract §3 (and §8 where noted), method and path: the spec must describe each one.
 CONTRACT_OPERATIONS = [
     ("get", "/v1/characters/{character}/subscribe"),
     ("post", "/v1/characters/{character}/commands"),
@@ -63,6 +63,9 @@ CONTRACT_OPERATIONS = [
     ("get", "/v1/admin/logs"),
     ("get", "/healthz"),
     ("get", "/v1/time"),
+    # §8 (v1.1), retained commands.
+    ("get", "/v1/characters/{character}/state"),
+    ("delete", "/v1/characters/{character}/retained/{topic}"),
 ]
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -36,8 +36,9 @@ test("a published command reaches its subscriber with every contract field", asy
   assert.equal(res.json.delivered, 1);
   assert.equal(res.json.epoch, s.frames[0].epoch);
   const [cmd] = await s.waitFor((fs) => { const x = fs.filter((f) => f.type === "command"); return x.length ? x : null; });
-  assert.deepEqual(Object.keys(cmd).sort(), ["at", "character", "duration_ms", "epoch", "id", "name", "params", "seq", "topic", "ts", "type"]);
+  assert.deepEqual(Object.keys(cmd).sort(), ["at", "character", "duration_ms", "epoch", "id", "name", "params", "retained", "seq", "topic", "ts", "type"]);
   assert.equal(cmd.at, null, "no `at` published: null");
+  assert.equal(cmd.retained, false, "a live frame: retained false");
   assert.equal(cmd.character, c);
   assert.equal(cmd.topic, "face");
   assert.equal(cmd.seq, 1);
