@@ -146,6 +146,23 @@ pub fn is_scene_name(name: &str) -> bool {
         .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The name under which scene object `scene` reports its sockets of
+/// `character` to the registry (`<character>~s<hash>`), so that the
+/// registry counts them under that character.
+pub fn registry_entry(character: &CharacterId, scene: &str) -> String {
+    format!("{}{scene}", character.as_str())
+}
+
+/// The character a scene's registry entry counts for; `None` for any other
+/// name.
+pub fn parse_registry_entry(name: &str) -> Option<CharacterId> {
+    let at = name.find(SCENE_MARK)?;
+    if !is_scene_name(&name[at..]) {
+        return None;
+    }
+    CharacterId::parse(&name[..at]).ok()
+}
+
 /// The characters list as stored by a scene object (sorted, comma-joined).
 pub fn characters_key(characters: &[CharacterId]) -> String {
     characters
@@ -236,5 +253,21 @@ mod tests {
         assert!(!is_scene_name("alice"));
         assert!(!is_scene_name("alice~r1"));
         assert_eq!(characters_key(&[c("a"), c("b")]), "a,b");
+    }
+
+    #[test]
+    fn registry_entries_name_their_character() {
+        let scene = scene_name(&[c("alice"), c("bob")]);
+        let entry = registry_entry(&c("alice"), &scene);
+        assert_eq!(parse_registry_entry(&entry), Some(c("alice")));
+        for other in [
+            "alice",
+            "alice~r1",
+            scene.as_str(),
+            "al ice~s0123456789abcdef",
+            "a~s12",
+        ] {
+            assert_eq!(parse_registry_entry(other), None, "{other}");
+        }
     }
 }

@@ -13,6 +13,12 @@
 //! client `publish` names its `character`, which must be the scene's.
 //! A character whose stream restarts (new epoch, or a gap history no longer
 //! covers) closes every socket with 1011, so clients resume.
+//!
+//! Each connect and each end of a socket is a [`SceneEffect::Log`] (the
+//! shell passes it to every character's object, whose event log holds it)
+//! and a [`SceneEffect::SubscribersChanged`] (the shell reports the scene's
+//! sockets to the registry under each character, and again every lease
+//! refresh while it holds sockets).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -20,6 +26,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::catalogue::{echo_close_code, CloseCode, MAX_BAD_FRAMES, MAX_FILTERS, MAX_FRAME_BYTES};
+use crate::events::{DisconnectReason, EventKind};
 use crate::hub::{ClientInfo, ClientKey, Gone, Resume, StoredCommand};
 use crate::protocol::{
     command_frame_json, error_frame_json, parse_client_frame, recovered_frame_json,
@@ -54,6 +61,16 @@ pub enum SceneEffect {
         command: Command,
         r#ref: Option<String>,
     },
+    /// A connect or disconnect for the event log of every character of the
+    /// scene; the shell stamps it with the turn's time.
+    Log {
+        kind: EventKind,
+        client_id: String,
+        user: Option<String>,
+    },
+    /// The sockets or their filters changed, or the registry lease is due
+    /// for a refresh: report to the registry (the shell coalesces).
+    SubscribersChanged,
 }
 
 #[derive(Debug)]
@@ -71,6 +88,10 @@ pub struct SceneHub {
     clients: BTreeMap<ClientKey, SceneClient>,
     by_id: HashMap<String, ClientKey>,
     expiry: BTreeSet<(u64, ClientKey)>,
+    /// While sockets are held, the registry lease is refreshed this often
+    /// (0 = never); `refresh_at` is the next refresh.
+    refresh_every_ms: u64,
+    refresh_at: Option<u64>,
 }
 
 impl SceneHub {
@@ -82,7 +103,28 @@ impl SceneHub {
             clients: BTreeMap::new(),
             by_id: HashMap::new(),
             expiry: BTreeSet::new(),
+            refresh_every_ms: 0,
+            refresh_at: None,
         }
+    }
+
+    /// Refreshes the registry lease every `every_ms` while sockets are held.
+    pub fn with_refresh(mut self, every_ms: u64) -> Self {
+        self.refresh_every_ms = every_ms;
+        self
+    }
+
+    /// The shell reported to the registry at `now`: the next refresh is
+    /// due one interval later while sockets are held.
+    pub fn reported(&mut self, now: u64) {
+        self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty())
+            .then(|| now.saturating_add(self.refresh_every_ms));
+    }
+
+    /// The filters in force and how many sockets hold each (the same for
+    /// every character of the scene), for the registry.
+    pub fn filter_counts(&self) -> BTreeMap<String, usize> {
+        self.subs.filter_counts()
     }
 
     pub fn characters(&self) -> Vec<CharacterId> {
@@ -113,9 +155,10 @@ impl SceneHub {
         self.by_id.get(client_id).copied()
     }
 
-    /// The earliest token expiry, for the shell's alarm.
+    /// The earliest token expiry or lease refresh, for the shell's alarm.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.expiry.first().map(|(at, _)| *at)
+        let expiry = self.expiry.first().map(|(at, _)| *at);
+        [expiry, self.refresh_at].into_iter().flatten().min()
     }
 
     /// A socket found again on wake.
@@ -235,6 +278,14 @@ impl SceneHub {
             "topics": topics,
         });
         out.push(send(key, welcome.to_string()));
+        out.push(SceneEffect::Log {
+            kind: EventKind::Connect {
+                topics: topics.clone(),
+            },
+            client_id: client.info.client_id.clone(),
+            user: client.info.user.clone(),
+        });
+        out.push(SceneEffect::SubscribersChanged);
         for (c, resume) in resumes {
             let Some(f) = self.streams.get(&c) else {
                 continue;
@@ -256,12 +307,12 @@ impl SceneHub {
 
     /// The socket went away on the client's side.
     pub fn gone(&mut self, key: ClientKey, how: Gone) -> Vec<SceneEffect> {
-        let code = match how {
-            Gone::Closed(code) => echo_close_code(code),
-            Gone::Error => CloseCode::Internal.code(),
+        let (code, reason) = match how {
+            Gone::Closed(code) => (echo_close_code(code), DisconnectReason::ClientClosed(code)),
+            Gone::Error => (CloseCode::Internal.code(), DisconnectReason::SocketError),
         };
         let mut out = Vec::new();
-        self.end(key, code, "closed", &mut out);
+        self.end(key, code, "closed", reason, &mut out);
         out
     }
 
@@ -290,9 +341,13 @@ impl SceneHub {
         (out, keys.len())
     }
 
-    /// Token timers due at `now`.
+    /// Token timers due at `now`, and the lease refresh.
     pub fn timeout(&mut self, now: u64) -> Vec<SceneEffect> {
         let mut out = Vec::new();
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh_at = None;
+            out.push(SceneEffect::SubscribersChanged);
+        }
         while let Some(&(at, key)) = self.expiry.first() {
             if at > now {
                 break;
@@ -403,21 +458,43 @@ impl SceneHub {
         if self.by_id.get(&c.info.client_id) == Some(&key) {
             self.by_id.remove(&c.info.client_id);
         }
+        if self.clients.is_empty() {
+            self.refresh_at = None;
+        }
         Some(c.info)
     }
 
-    fn end(&mut self, key: ClientKey, code: u16, reason: &'static str, out: &mut Vec<SceneEffect>) {
-        if self.forget(key).is_some() {
+    fn end(
+        &mut self,
+        key: ClientKey,
+        code: u16,
+        reason: &'static str,
+        why: DisconnectReason,
+        out: &mut Vec<SceneEffect>,
+    ) {
+        if let Some(info) = self.forget(key) {
             out.push(SceneEffect::Close {
                 client: key,
                 code,
                 reason,
             });
+            out.push(SceneEffect::Log {
+                kind: EventKind::Disconnect { reason: why },
+                client_id: info.client_id,
+                user: info.user,
+            });
+            out.push(SceneEffect::SubscribersChanged);
         }
     }
 
     fn close(&mut self, key: ClientKey, code: CloseCode, out: &mut Vec<SceneEffect>) {
-        self.end(key, code.code(), code.reason(), out);
+        self.end(
+            key,
+            code.code(),
+            code.reason(),
+            DisconnectReason::Closed(code),
+            out,
+        );
     }
 
     fn close_all(&mut self, code: CloseCode, out: &mut Vec<SceneEffect>) {
@@ -437,6 +514,7 @@ impl SceneHub {
         }
         if changed {
             out.push(SceneEffect::SaveClient { client: key });
+            out.push(SceneEffect::SubscribersChanged);
         }
         out.push(send(key, subscribed_frame_json(&topics)));
     }

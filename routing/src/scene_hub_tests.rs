@@ -225,10 +225,65 @@ fn kicks_revocations_expiry_and_gone_forget_the_socket_once() {
     );
     assert!(!s.kick("y").1);
     let (out, n) = s.revoke("ann");
-    assert_eq!((n, out.len()), (1, 1));
+    let closes = out
+        .iter()
+        .filter(|e| matches!(e, SceneEffect::Close { code: 4003, .. }))
+        .count();
+    assert_eq!((n, closes), (1, 1));
     assert!(
         s.gone(3, Gone::Closed(1000)).is_empty(),
         "already forgotten"
     );
     assert_eq!(s.subscriber_count(), 0);
+}
+
+#[test]
+fn connects_and_ends_are_logged_once_and_reported() {
+    let mut s = scene().with_refresh(100);
+    let out = s.connect(1, info("x", &["face"]), None, vec![]);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        SceneEffect::Log { kind: EventKind::Connect { topics }, client_id, .. }
+            if client_id == "x" && topics.len() == 1
+    )));
+    assert!(out.contains(&SceneEffect::SubscribersChanged));
+    assert_eq!(s.filter_counts().get("face"), Some(&1));
+    // The lease refresh: due one interval after the report, while held.
+    assert_eq!(s.poll_timeout(), None);
+    s.reported(1_000);
+    assert_eq!(s.poll_timeout(), Some(1_100));
+    assert_eq!(s.timeout(1_100), vec![SceneEffect::SubscribersChanged]);
+    s.reported(1_100);
+    // A kick: closed, logged as closed by us (4010), reported; once only.
+    let (out, _) = s.kick("x");
+    let logs: Vec<&SceneEffect> = out
+        .iter()
+        .filter(|e| matches!(e, SceneEffect::Log { .. }))
+        .collect();
+    assert_eq!(
+        logs,
+        vec![&SceneEffect::Log {
+            kind: EventKind::Disconnect {
+                reason: DisconnectReason::Closed(CloseCode::ByAdmin)
+            },
+            client_id: "x".into(),
+            user: Some("ann".into()),
+        }]
+    );
+    assert!(out.contains(&SceneEffect::SubscribersChanged));
+    assert!(s.gone(1, Gone::Closed(1000)).is_empty());
+    // Nobody held: no refresh due.
+    assert_eq!(s.poll_timeout(), None);
+    // The client's own close is logged with its code.
+    s.connect(2, info("y", &[">"]), None, vec![]);
+    let out = s.gone(2, Gone::Closed(1001));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        SceneEffect::Log {
+            kind: EventKind::Disconnect {
+                reason: DisconnectReason::ClientClosed(1001)
+            },
+            ..
+        }
+    )));
 }

@@ -30,8 +30,13 @@ pub mod path {
     /// Character object: a scene object asks to be fed (POST
     /// [`super::SceneJoin`]; answers [`super::JoinAnswer`]).
     pub const SCENE_JOIN: &str = "/scene/join";
+    /// Character object: connects and disconnects of a scene's sockets,
+    /// for its event log (POST [`super::SceneLog`]).
+    pub const SCENE_LOG: &str = "/scene/log";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
+    /// Several reports at once (a scene object's, one per character).
+    pub const REPORTS: &str = "/reports";
     pub const LIST: &str = "/list";
     /// Records a revocation (POST) or lists the active ones (GET).
     pub const REVOCATIONS: &str = "/revocations";
@@ -140,6 +145,17 @@ pub struct FeedBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SceneJoin {
     pub scene: String,
+}
+
+/// Most events in one [`SceneLog`]; a scene sends more in several.
+pub const MAX_SCENE_LOG_EVENTS: usize = 256;
+
+/// A scene object's connects and disconnects for one character's event
+/// log: `connect` or `disconnect` events of that character, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SceneLog {
+    pub scene: String,
+    pub events: Vec<crate::events::LogEvent>,
 }
 
 /// The character's place when a scene joined: its epoch and latest seq.

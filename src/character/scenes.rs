@@ -8,7 +8,9 @@ use routing::archive::rows_value;
 use routing::catalogue::MAX_FEED_ROWS;
 use routing::scene::is_scene_name;
 use routing::scene_feeds::MAX_SCENE_FEEDS;
-use routing::wire::{path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin};
+use routing::wire::{
+    path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin, SceneLog, MAX_SCENE_LOG_EVENTS,
+};
 use worker::{Env, Request, Response};
 
 use super::core::{Role, Shared, CHARACTER_FULL_RETRY_SECS};
@@ -49,6 +51,34 @@ impl Character {
             core.request(Task::FeedScene(slot));
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// Owner: connects and disconnects of a scene's sockets, logged here as
+    /// this character's events (as if its own sockets'). Only those two
+    /// kinds, of this character, at most `MAX_SCENE_LOG_EVENTS` a request.
+    pub(super) async fn scene_log(&self, now: u64, req: &mut Request) -> AppResult<Response> {
+        let body: SceneLog = req
+            .json()
+            .await
+            .map_err(|e| AppError::bad_request(format!("scene log body: {e}")))?;
+        if !is_scene_name(&body.scene) || body.events.len() > MAX_SCENE_LOG_EVENTS {
+            return Err(AppError::bad_request("not a scene object's log"));
+        }
+        self.with_core(now, |core| {
+            let me = core.hub.character().as_str();
+            let fits = |e: &routing::events::LogEvent| {
+                matches!(e.event.as_str(), "connect" | "disconnect")
+                    && e.character.as_deref() == Some(me)
+            };
+            if !body.events.iter().all(fits) {
+                return Err(AppError::bad_request("not this character's scene events"));
+            }
+            for e in &body.events {
+                core.log(e);
+            }
+            core.settle_log();
+            Ok(json_response(200, "{}")?)
         })
     }
 }

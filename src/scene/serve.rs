@@ -42,14 +42,14 @@ impl Scene {
             }
             (Method::Post, path::FEED) => {
                 self.ensure_core(hint.as_deref(), None)?;
-                self.feed(&mut req).await
+                self.feed(now, &mut req).await
             }
             (Method::Get, path::SUBSCRIPTIONS) => self.listing(),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
                 let id = p[path::KICK_PREFIX.len()..].to_string();
                 self.with_core(|core| {
                     let (effects, found) = core.hub.kick(&id);
-                    core.apply(effects);
+                    core.apply(now, effects);
                     if found {
                         Ok(json_response(200, r#"{"disconnected":true}"#)?)
                     } else {
@@ -64,7 +64,7 @@ impl Scene {
                 let user = body["user"].as_str().unwrap_or_default().to_string();
                 self.with_core(|core| {
                     let (effects, closed) = core.hub.revoke(&user);
-                    core.apply(effects);
+                    core.apply(now, effects);
                     let body = serde_json::json!({ "closed": closed }).to_string();
                     Ok(json_response(200, &body)?)
                 })
@@ -144,7 +144,7 @@ impl Scene {
             let held = core.hub.subscriber_count() > 0;
             for (c, JoinAnswer { epoch, seq }) in &placed {
                 let (effects, moved) = core.hub.join(c, epoch, *seq, held);
-                core.apply(effects);
+                core.apply(now, effects);
                 if moved {
                     core.save_place(c)?;
                 }
@@ -225,7 +225,7 @@ impl Scene {
             attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
             let key = core.add_socket(pair.server.clone());
             let effects = core.hub.connect(key, info, facts.expires_ms, resumes);
-            core.apply(effects);
+            core.apply(now, effects);
             worker::console_log!(
                 "scene {}: socket accepted, {} held",
                 core.name,
@@ -237,7 +237,7 @@ impl Scene {
     }
 
     /// Rows of one character from its object.
-    async fn feed(&self, req: &mut Request) -> AppResult<Response> {
+    async fn feed(&self, now: u64, req: &mut Request) -> AppResult<Response> {
         let body: FeedBody = req
             .json()
             .await
@@ -258,7 +258,7 @@ impl Scene {
                     let (effects, last) =
                         core.hub
                             .feed(c, &body.epoch, body.after, body.lost, rows, holding);
-                    core.apply(effects);
+                    core.apply(now, effects);
                     let after = core
                         .hub
                         .follower(c)
@@ -289,11 +289,15 @@ impl Scene {
                 .hub
                 .clients()
                 .map(|(_, c)| {
+                    // The shape of the character's listing entries; `relay`
+                    // is this scene object's name.
                     serde_json::json!({
                         "client_id": c.client_id,
                         "user": c.user,
-                        "topics": c.topics,
+                        "topics": c.topics.iter().map(TopicFilter::as_str).collect::<Vec<_>>(),
+                        "presence": c.presence,
                         "connected_at": c.connected_at,
+                        "relay": core.name,
                     })
                 })
                 .collect();

@@ -15,7 +15,8 @@ const publish = (character, body) => http("POST", `/v1/characters/${character}/c
 async function scene(query, base = WS_BASE) {
   const qs = Object.entries(query).map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%2C/g, ",").replace(/%3A/g, ":")}`).join("&");
   const ws = track(new WebSocket(`${base}/v1/subscribe?${qs}`, WS_OPTIONS));
-  const client = { ws, frames: [], waiters: [] };
+  const client = { ws, frames: [], waiters: [], closed: null };
+  ws.on("close", (code) => { client.closed = code; });
   ws.on("message", (data) => {
     client.frames.push(JSON.parse(data.toString()));
     for (const w of [...client.waiters]) w();
@@ -168,6 +169,82 @@ test("two viewers of the same scene share one scene object", async () => {
   assert.equal(listing.scene_sockets, 2);
   await one.close();
   await two.close();
+});
+
+/** Polls `fn` until `pred` holds of its answer (or fails after `ms`). */
+async function until(fn, pred, ms = 5000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (pred(last)) return last;
+    await sleep(100);
+  }
+  assert.fail(`timed out; last: ${JSON.stringify(last?.json ?? last).slice(0, 1500)}`);
+}
+
+test("admin reaches scene sockets: listed one by one, counted under each character, kicked with 4010", async () => {
+  const [a, b] = ["aa", "ab"].map((p) => uniqueCharacter(p));
+  const own = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe`, WS_OPTIONS));
+  await new Promise((r, j) => { own.once("message", r); own.once("error", j); });
+  const s = await scene({ characters: `${a},${b}`, topics: "face,body.*" });
+  const id = s.frames[0].client_id;
+  // Per character: the scene-held socket is an entry of its own, `relay`
+  // naming the scene object; `scene_sockets` counts it.
+  for (const ch of [a, b]) {
+    const listing = (await http("GET", `/v1/admin/characters/${ch}/subscriptions`)).json;
+    const entry = listing.subscribers.find((e) => e.client_id === id);
+    assert.ok(entry, `${ch}: ${JSON.stringify(listing)}`);
+    assert.match(entry.relay, /^~s[0-9a-f]{16}$/);
+    assert.deepEqual([...entry.topics].sort(), ["body.*", "face"]);
+    assert.equal(entry.presence, false);
+    assert.equal(entry.user, null);
+    assert.equal(typeof entry.connected_at, "number");
+    assert.equal(listing.scenes, 1);
+    assert.equal(listing.scene_sockets, 1);
+    assert.equal(listing.subscribers.length, ch === a ? 2 : 1);
+  }
+  // Across characters: the registry counts it under both (reports are
+  // coalesced over 200 ms).
+  const all = await until(() => http("GET", "/v1/admin/subscriptions"), (r) => {
+    const got = Object.fromEntries(r.json.characters.map((c) => [c.character, c]));
+    return got[a]?.subscribers === 2 && got[b]?.subscribers === 1;
+  });
+  const entryB = all.json.characters.find((c) => c.character === b);
+  assert.deepEqual(entryB.topics, { "body.*": 1, face: 1 });
+  // Kick through either character: closed with 4010, gone from the listing.
+  const kicked = await http("DELETE", `/v1/admin/characters/${b}/subscriptions/${id}`);
+  assert.equal(kicked.status, 200, kicked.text);
+  assert.deepEqual(kicked.json, { disconnected: true });
+  await until(async () => s.closed, (c) => c !== null);
+  assert.equal(s.closed, 4010);
+  const again = await http("DELETE", `/v1/admin/characters/${a}/subscriptions/${id}`);
+  assertError(assert, again, 404, "not_found");
+  const after = (await http("GET", `/v1/admin/characters/${a}/subscriptions`)).json;
+  assert.equal(after.subscribers.length, 1);
+  assert.equal(after.scene_sockets, 0);
+  await until(() => http("GET", "/v1/admin/subscriptions"), (r) =>
+    !r.json.characters.some((c) => c.character === b) &&
+    r.json.characters.find((c) => c.character === a)?.subscribers === 1);
+  own.close();
+});
+
+test("connects and disconnects of scene sockets are in each character's event log", async () => {
+  const [a, b] = ["la", "lb"].map((p) => uniqueCharacter(p));
+  const s = await scene({ characters: `${a},${b}`, topics: "face" });
+  const id = s.frames[0].client_id;
+  await s.close();
+  for (const ch of [a, b]) {
+    const logs = await until(() => http("GET", `/v1/admin/logs?character=${ch}&limit=50`), (r) =>
+      r.status === 200 && r.json.events.filter((e) => e.client_id === id).length === 2);
+    const mine = logs.json.events.filter((e) => e.client_id === id);
+    // Newest first: the disconnect, then the connect; once each.
+    assert.deepEqual(mine.map((e) => e.event), ["disconnect", "connect"], ch);
+    assert.ok(mine.every((e) => e.character === ch));
+    assert.deepEqual(mine[1].detail, { topics: ["face"] });
+    assert.equal(mine[0].detail.reason, "closed by client");
+    assert.equal(mine[0].detail.code, 1005);
+  }
 });
 
 const AUTH = process.env.GATEWAY_AUTH_URL;
