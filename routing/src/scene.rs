@@ -4,8 +4,8 @@
 //! holds a scene's sockets. The scene's state machine is `scene_hub`.
 //!
 //! Bounds: 1..=[`MAX_SCENE_CHARACTERS`] distinct characters; `since` and
-//! `epoch` hold at most one pair per character of the list; `presence=true`
-//! is refused (scene sockets get no presence frames).
+//! `epoch` hold at most one pair per character of the list; `presence` is
+//! `true` or `false`.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,8 @@ pub struct SceneQuery {
     pub topics: Vec<TopicFilter>,
     pub since: BTreeMap<CharacterId, u64>,
     pub epoch: BTreeMap<CharacterId, String>,
+    /// Presence frames of every character of the scene (with `character`).
+    pub presence: bool,
     pub token: Option<String>,
 }
 
@@ -61,23 +63,20 @@ pub fn parse_scene_query(pairs: &[(String, String)]) -> Result<SceneQuery, ApiEr
     let epoch = pairs_param(pairs, "epoch", &characters, |v| {
         (!v.is_empty() && v.chars().count() <= MAX_EPOCH_LEN).then(|| v.to_string())
     })?;
-    match once(pairs, "presence")? {
-        None | Some("false") => {}
-        Some("true") => {
-            return Err(ApiError::bad_request(
-                "`presence=true` is not supported on a scene socket",
-            ))
-        }
+    let presence = match once(pairs, "presence")? {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(v) => {
             return Err(ApiError::bad_request(format!(
                 "`presence` must be true or false, got {v:?}"
             )))
         }
-    }
+    };
     let token = once(pairs, "token")?.map(str::to_string);
     Ok(SceneQuery {
         characters,
         topics,
+        presence,
         since,
         epoch,
         token,
@@ -203,7 +202,8 @@ mod tests {
         let sixteen: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
         let got = q(&format!("characters={}", sixteen.join(","))).unwrap();
         assert_eq!(got.characters.len(), 16);
-        assert!(q("characters=a&presence=false").is_ok());
+        assert!(!q("characters=a&presence=false").unwrap().presence);
+        assert!(q("characters=a&presence=true").unwrap().presence);
     }
 
     /// Every bad shape is a 400 naming what is wrong.
@@ -227,7 +227,6 @@ mod tests {
             ("characters=a,b&since=", "character:value"),
             ("characters=a,b&epoch=a:", "character:value"),
             ("characters=a,b&epoch=q:e", "not in `characters`"),
-            ("characters=a&presence=true", "presence"),
             ("characters=a&presence=yes", "presence"),
             ("characters=a&topics=a..b", "filter"),
         ];

@@ -7,7 +7,10 @@
 //!
 //! Frames: `command` frames are the single-character ones (they carry
 //! `character`); scene sockets get no `batch` frames (each command is sent
-//! as it is applied) and no presence. `welcome` carries `characters`;
+//! as it is applied). Presence frames come from each character's object
+//! (which counts the scene's sockets and hears of their joins and leaves);
+//! the scene sends them, with `character`, to its presence sockets except
+//! the one the frame is about. `welcome` carries `characters`;
 //! `recovered` carries `character`, one per resumed character. A client
 //! `subscribe`/`unsubscribe` changes the filters for every character; a
 //! client `publish` names its `character`, which must be the scene's.
@@ -219,6 +222,49 @@ impl SceneHub {
             }
         }
         (out, Some(last))
+    }
+
+    /// Whether a socket asked for presence.
+    pub fn presence_held(&self) -> bool {
+        self.clients.values().any(|c| c.info.presence)
+    }
+
+    /// `c`'s presence frames (from its object, without `character`): each
+    /// to every presence socket but the one it is about. Unreadable frames
+    /// and frames of another character are skipped.
+    pub fn presence_frames(&self, c: &CharacterId, frames: &[String]) -> Vec<SceneEffect> {
+        let mut out = Vec::new();
+        if !self.streams.contains_key(c) {
+            return out;
+        }
+        for frame in frames {
+            let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(frame) else {
+                continue;
+            };
+            if obj.get("type").and_then(Value::as_str) != Some("presence") {
+                continue;
+            }
+            let about = obj
+                .get("client_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let to: Vec<ClientKey> = self
+                .clients
+                .iter()
+                .filter(|(_, x)| x.info.presence && x.info.client_id != about)
+                .map(|(k, _)| *k)
+                .collect();
+            if to.is_empty() {
+                continue;
+            }
+            obj.insert("character".into(), Value::String(c.as_str().to_string()));
+            out.push(SceneEffect::Send {
+                to,
+                text: Rc::from(Value::Object(obj).to_string()),
+            });
+        }
+        out
     }
 
     /// A resume of `c` from the ring alone, when it covers `since`.

@@ -287,3 +287,28 @@ fn connects_and_ends_are_logged_once_and_reported() {
         }
     )));
 }
+
+#[test]
+fn presence_frames_go_to_presence_sockets_but_the_one_they_are_about() {
+    let mut s = scene();
+    let mut watcher = info("w", &[">"]);
+    watcher.presence = true;
+    s.connect(1, watcher, None, vec![]);
+    s.connect(2, info("x", &[">"]), None, vec![]);
+    let mut other = info("p", &[">"]);
+    other.presence = true;
+    s.connect(3, other, None, vec![]);
+    assert!(s.presence_held());
+    let join = |id: &str| {
+        format!(r#"{{"type":"presence","event":"join","client_id":"{id}","user":null,"count":3}}"#)
+    };
+    let out = frames(&s.presence_frames(&c("a"), &[join("p"), join("zz"), "junk".into()]));
+    assert_eq!(out.len(), 2);
+    // About socket 3: only socket 1 gets it; about another client: both.
+    assert_eq!(out[0].0, vec![1]);
+    assert_eq!(out[1].0, vec![1, 3]);
+    assert_eq!(out[0].1["character"], "a");
+    assert_eq!(out[0].1["count"], 3);
+    // Not the scene's character: nothing.
+    assert!(s.presence_frames(&c("z"), &[join("q")]).is_empty());
+}

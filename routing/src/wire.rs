@@ -139,6 +139,10 @@ pub struct FeedBody {
     /// To a scene object: whose rows these are (absent for a relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub character: Option<String>,
+    /// To a scene object that holds presence sockets: that character's
+    /// presence frames since the last feed (without `character`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<String>,
 }
 
 /// A scene object asking a character's object to feed it.
@@ -156,6 +160,12 @@ pub const MAX_SCENE_LOG_EVENTS: usize = 256;
 pub struct SceneLog {
     pub scene: String,
     pub events: Vec<crate::events::LogEvent>,
+    /// The scene's sockets after these events (counted in presence
+    /// `count`), and whether one of them asked for presence.
+    #[serde(default)]
+    pub sockets: usize,
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// The character's place when a scene joined: its epoch and latest seq.
@@ -171,6 +181,9 @@ pub struct JoinAnswer {
 pub struct FeedAnswer {
     pub last: u64,
     pub sockets: usize,
+    /// A scene object: whether one of its sockets asked for presence.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// The character object's resume read for a relay: `rows` (page rows),

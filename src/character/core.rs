@@ -248,6 +248,15 @@ impl Core {
                     self.log(&event);
                 }
                 Effect::SubscribersChanged => self.request(Task::Report),
+                Effect::ScenePresence(text) => {
+                    let slots = match &mut self.role {
+                        Role::Owner { relays } => relays.scenes.push_presence(&text),
+                        Role::Relay { .. } => Vec::new(),
+                    };
+                    for slot in slots {
+                        self.request(Task::FeedScene(slot));
+                    }
+                }
             }
         }
     }
@@ -398,6 +407,15 @@ impl Core {
 
     /// Owner: asks for a feed of every relay (one request in flight each,
     /// later rows coalesced into the next).
+    /// Tells the hub what it knows of its scene objects now: their sockets
+    /// (presence `count`) and whether any wants presence frames.
+    pub fn sync_scenes(&mut self) {
+        if let Role::Owner { relays } = &self.role {
+            let (sockets, presence) = (relays.scenes.sockets(), relays.scenes.presence_wanted());
+            self.hub.set_scenes(sockets, presence);
+        }
+    }
+
     pub fn feed_relays(&mut self) {
         let (indices, slots) = match &self.role {
             Role::Owner { relays } => (relays.indices(), relays.scenes.slots()),

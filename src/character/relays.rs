@@ -330,6 +330,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
                                 lost,
                                 rows: rows_value(&rows),
                                 character: None,
+                                presence: Vec::new(),
                             };
                             let body: Rc<str> = serde_json::to_string(&body)
                                 .map_err(|e| worker::Error::RustError(e.to_string()))?
@@ -361,7 +362,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
             return Ok(());
         };
         match answer {
-            Ok(FeedAnswer { last, sockets }) => {
+            Ok(FeedAnswer { last, sockets, .. }) => {
                 if relays.answered(index, last, sockets) {
                     core.store.drop_relay(index)?;
                     return Ok(());

@@ -13,6 +13,9 @@ use routing::wire::{
 };
 use worker::{Env, Request, Response};
 
+use routing::hub::Input;
+use routing::protocol::PresenceEvent;
+
 use super::core::{Role, Shared, CHARACTER_FULL_RETRY_SECS};
 use super::relays::{feed_answer, FEED_ROUNDS};
 use super::tasks::Task;
@@ -48,6 +51,7 @@ impl Character {
             if new {
                 core.store.add_scene(&body.scene)?;
             }
+            core.sync_scenes();
             core.request(Task::FeedScene(slot));
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)
@@ -78,6 +82,28 @@ impl Character {
                 core.log(e);
             }
             core.settle_log();
+            // Their joins and leaves, for presence.
+            if let Role::Owner { relays } = &mut core.role {
+                relays.scenes.told(&body.scene, body.sockets, body.presence);
+            }
+            core.sync_scenes();
+            for e in body.events {
+                let event = match e.event.as_str() {
+                    "connect" => PresenceEvent::Join,
+                    _ => PresenceEvent::Leave,
+                };
+                let Some(client_id) = e.client_id else {
+                    continue;
+                };
+                core.feed(
+                    now,
+                    Input::ScenePresence {
+                        event,
+                        client_id,
+                        user: e.user,
+                    },
+                );
+            }
             Ok(json_response(200, "{}")?)
         })
     }
@@ -93,7 +119,7 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             let Some(core) = guard.as_mut() else {
                 return Ok(());
             };
-            let Role::Owner { relays } = &core.role else {
+            let Role::Owner { relays } = &mut core.role else {
                 return Ok(());
             };
             let seq = core.hub.seq();
@@ -107,16 +133,20 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             let lost = after < core.archived_through;
             let after = after.max(core.archived_through);
             let rows = core.store.after(after, MAX_FEED_ROWS)?;
+            let name = scene.name.clone();
+            let joins = scene.joins;
+            let presence = relays.scenes.take_presence(slot);
             let body = FeedBody {
                 epoch: core.hub.epoch().to_string(),
                 after,
                 lost,
                 rows: rows_value(&rows),
                 character: Some(core.hub.character().as_str().to_string()),
+                presence: presence.iter().map(|f| f.to_string()).collect(),
             };
             let body = serde_json::to_string(&body)
                 .map_err(|e| worker::Error::RustError(e.to_string()))?;
-            (scene.name.clone(), scene.joins, body)
+            (name, joins, body)
         };
         let (name, joins, body) = next;
         let answer = post_to_scene(
@@ -135,8 +165,17 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             return Ok(());
         };
         match answer {
-            Ok(FeedAnswer { last, sockets }) => {
-                if let Some(gone) = relays.scenes.answered(slot, last, sockets, joins) {
+            Ok(FeedAnswer {
+                last,
+                sockets,
+                presence,
+            }) => {
+                let left = relays.scenes.answered(slot, last, sockets, joins);
+                if left.is_none() {
+                    relays.scenes.told(&name, sockets, presence);
+                }
+                core.sync_scenes();
+                if let Some(gone) = left {
                     core.store.drop_scene(&gone)?;
                     return Ok(());
                 }

@@ -180,7 +180,7 @@ impl Scene {
             client_id: new_client_id(),
             user: facts.user,
             topics: query.topics.clone(),
-            presence: false,
+            presence: query.presence,
             connected_at: now,
             can_publish: facts.can_publish,
         };
@@ -259,6 +259,8 @@ impl Scene {
                         core.hub
                             .feed(c, &body.epoch, body.after, body.lost, rows, holding);
                     core.apply(now, effects);
+                    let effects = core.hub.presence_frames(c, &body.presence);
+                    core.apply(now, effects);
                     let after = core
                         .hub
                         .follower(c)
@@ -269,6 +271,7 @@ impl Scene {
                     last.map(|last| FeedAnswer {
                         last,
                         sockets: core.hub.subscriber_count() + core.pending,
+                        presence: core.hub.presence_held(),
                     })
                 }
                 None => None,
@@ -277,6 +280,7 @@ impl Scene {
             let answer = answer.unwrap_or(FeedAnswer {
                 last: 0,
                 sockets: 0,
+                presence: false,
             });
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)

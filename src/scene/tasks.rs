@@ -3,8 +3,10 @@
 //! sockets under each of its characters, `routing::scene::registry_entry`,
 //! coalesced over 200 ms and refreshed every half lease while it holds
 //! sockets), connects and disconnects sent to each character's object for
-//! its event log (one request in flight per scene, in order; a failed
-//! send is kept and tried again a second later), and the object's alarm.
+//! its event log and its presence (one request in flight per scene, in
+//! order, with the scene's socket count and whether one asked for
+//! presence; a failed send is kept and tried again a second later), and
+//! the object's alarm.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -157,8 +159,13 @@ pub fn listed(core: &SceneCore) -> bool {
 /// Sends the queued events to their characters' objects; a character whose
 /// send failed gets its events back at the front of the queue.
 async fn send_logs(shared: &SharedScene, env: &Env) -> worker::Result<()> {
-    let (scene, queued) = match shared.borrow_mut().as_mut() {
-        Some(core) => (core.name.clone(), std::mem::take(&mut core.events)),
+    let (scene, queued, sockets, presence) = match shared.borrow_mut().as_mut() {
+        Some(core) => (
+            core.name.clone(),
+            std::mem::take(&mut core.events),
+            core.hub.subscriber_count(),
+            core.hub.presence_held(),
+        ),
         None => return Ok(()),
     };
     let mut by_character: BTreeMap<CharacterId, Vec<LogEvent>> = BTreeMap::new();
@@ -172,6 +179,8 @@ async fn send_logs(shared: &SharedScene, env: &Env) -> worker::Result<()> {
                 let body = SceneLog {
                     scene: scene.clone(),
                     events: chunk.to_vec(),
+                    sockets,
+                    presence,
                 };
                 let sent = match serde_json::to_string(&body) {
                     Ok(body) => {

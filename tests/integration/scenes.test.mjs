@@ -139,7 +139,7 @@ test("bad scene queries are 400 before any upgrade", async () => {
     "characters=a,b&since=a:x",
     "characters=a,b&since=z:1",
     "characters=a&epoch=a:",
-    "characters=a&presence=true",
+    "characters=a&presence=yes",
     "characters=bad%20name",
     "",
   ]) {
@@ -245,6 +245,47 @@ test("connects and disconnects of scene sockets are in each character's event lo
     assert.equal(mine[0].detail.reason, "closed by client");
     assert.equal(mine[0].detail.code, 1005);
   }
+});
+
+test("presence on scene sockets: joins and leaves of every character, with `character`, counted with scene sockets", async () => {
+  const [a, b] = ["qa", "qb"].map((p) => uniqueCharacter(p));
+  // A presence socket on a's own object.
+  const own = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe?presence=true`, WS_OPTIONS));
+  const ownFrames = [];
+  own.on("message", (d) => ownFrames.push(JSON.parse(d.toString())));
+  await new Promise((r, j) => { own.once("message", r); own.once("error", j); });
+  const presenceOf = (frames) => frames.filter((f) => f.type === "presence");
+  const watcher = await scene({ characters: `${a},${b}`, presence: "true" });
+  const wid = watcher.frames[0].client_id;
+  // a's own presence socket hears of the scene socket; count includes it.
+  const seen = await until(async () => presenceOf(ownFrames), (fs) => fs.some((f) => f.client_id === wid));
+  assert.deepEqual(seen.find((f) => f.client_id === wid), { type: "presence", event: "join", client_id: wid, user: null, count: 2 });
+  // Another scene socket (no presence): the watcher hears of it once per character.
+  const quiet = await scene({ characters: `${a},${b}` });
+  const qid = quiet.frames[0].client_id;
+  const joins = await watcher.waitFor((fs) => {
+    const got = presenceOf(fs).filter((f) => f.client_id === qid && f.event === "join");
+    return got.length === 2 && got;
+  });
+  assert.deepEqual(joins.map((f) => f.character).sort(), [a, b].sort());
+  assert.equal(joins.find((f) => f.character === a).count, 3);
+  assert.equal(joins.find((f) => f.character === b).count, 2);
+  // A socket on a's own object: the watcher hears of it for a only.
+  const plain = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe`, WS_OPTIONS));
+  const pid = await new Promise((r, j) => { plain.once("message", (d) => r(JSON.parse(d.toString()).client_id)); plain.once("error", j); });
+  const pj = await watcher.waitFor((fs) => presenceOf(fs).find((f) => f.client_id === pid));
+  assert.deepEqual(pj, { type: "presence", event: "join", client_id: pid, user: null, count: 4, character: a });
+  // Leaves, from either kind of socket.
+  await quiet.close();
+  await watcher.waitFor((fs) => presenceOf(fs).filter((f) => f.client_id === qid && f.event === "leave").length === 2);
+  await until(async () => presenceOf(ownFrames), (fs) => fs.some((f) => f.client_id === qid && f.event === "leave"));
+  plain.close();
+  const pl = await watcher.waitFor((fs) => presenceOf(fs).find((f) => f.client_id === pid && f.event === "leave"));
+  assert.equal(pl.count, 2);
+  // Never its own join or leave.
+  assert.ok(!presenceOf(watcher.frames).some((f) => f.client_id === wid));
+  await watcher.close();
+  own.close();
 });
 
 const AUTH = process.env.GATEWAY_AUTH_URL;
