@@ -139,10 +139,38 @@ fn fnv_byte(hash: u64, b: u8) -> u64 {
     (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
-/// Whether an object name is a scene's.
+/// Whether an object name is a scene's: shard 0 (`~s<hash>`) or a further
+/// shard (`~s<hash>~<n>`, see [`next_shard`]).
 pub fn is_scene_name(name: &str) -> bool {
-    name.strip_prefix(SCENE_MARK)
-        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    shard_of(name).is_some()
+}
+
+/// A scene object's shard number (0 for `~s<hash>`); `None` for any name
+/// that is not a scene object's.
+fn shard_of(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(SCENE_MARK)?;
+    let (hash, shard) = match rest.split_once('~') {
+        Some((hash, n)) => {
+            let n: u32 = n.parse().ok()?;
+            (n.to_string() == rest[hash.len() + 1..] && n > 0).then_some((hash, n))?
+        }
+        None => (rest, 0),
+    };
+    let hex = hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && shard < MAX_SCENE_SHARDS).then_some(shard)
+}
+
+/// Most objects one scene's sockets are spread over (shards 0 to 99).
+pub const MAX_SCENE_SHARDS: u32 = crate::catalogue::MAX_RELAYS;
+
+/// The shard that takes a subscribe when scene object `name` holds
+/// `FANOUT_LIMIT` sockets: shard n forwards to shard n + 1, so shards fill
+/// in order and placement depends on nothing but the names. `None` past
+/// the last shard (or for a name that is not a scene object's).
+pub fn next_shard(name: &str) -> Option<String> {
+    let n = shard_of(name)?;
+    let base = name.get(..SCENE_MARK.len() + 16)?;
+    (n + 1 < MAX_SCENE_SHARDS).then(|| format!("{base}~{}", n + 1))
 }
 
 /// The name under which scene object `scene` reports its sockets of
@@ -252,6 +280,34 @@ mod tests {
         assert!(!is_scene_name("alice"));
         assert!(!is_scene_name("alice~r1"));
         assert_eq!(characters_key(&[c("a"), c("b")]), "a,b");
+    }
+
+    #[test]
+    fn shards_follow_one_another_up_to_the_bound() {
+        let base = scene_name(&[c("alice"), c("bob")]);
+        let one = next_shard(&base).unwrap();
+        assert_eq!(one, format!("{base}~1"));
+        assert_eq!(next_shard(&one), Some(format!("{base}~2")));
+        assert!(is_scene_name(&one));
+        let last = format!("{base}~{}", MAX_SCENE_SHARDS - 1);
+        assert!(is_scene_name(&last));
+        assert_eq!(next_shard(&last), None);
+        for bad in [
+            format!("{base}~0"),
+            format!("{base}~01"),
+            format!("{base}~{MAX_SCENE_SHARDS}"),
+            format!("{base}~"),
+            format!("{base}~x"),
+            format!("{base}~1~2"),
+        ] {
+            assert!(!is_scene_name(&bad), "{bad}");
+            assert_eq!(next_shard(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_registry_entry(&format!("alice{one}")),
+            Some(c("alice"))
+        );
+        assert_eq!(crate::relays::parse_relay_name(&one), None);
     }
 
     #[test]

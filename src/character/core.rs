@@ -381,20 +381,18 @@ impl Core {
 
     /// Refuses a new socket, before any upgrade, when this object holds
     /// its maximum: a relay `FANOUT_LIMIT`, the owner `MAX_SUBSCRIBERS`
-    /// counting its relays' sockets (placement, `relays.rs`, sends the
-    /// rest to relays before this).
+    /// counting its relays' and scene objects' sockets (placement,
+    /// `relays.rs`, sends the rest to relays before this).
     pub fn admit(&self) -> Result<(), AppError> {
-        let (max, held) = match &self.role {
-            Role::Relay { pending, .. } => (
-                self.config.fanout_limit,
-                self.hub.subscriber_count() + pending,
-            ),
-            Role::Owner { relays } => (
-                self.config.max_subscribers,
-                self.hub.subscriber_count() + relays.relay_sockets(),
-            ),
+        let full = match &self.role {
+            Role::Relay { pending, .. } => {
+                self.hub.subscriber_count() + pending >= self.config.fanout_limit
+            }
+            Role::Owner { relays } => {
+                relays.is_full(self.hub.subscriber_count(), self.config.max_subscribers)
+            }
         };
-        if held >= max {
+        if full {
             let max = self.config.max_subscribers;
             return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
         }

@@ -39,9 +39,15 @@ impl Character {
                 epoch: core.hub.epoch().to_string(),
                 seq: core.hub.seq(),
             };
+            let owner_sockets = core.hub.subscriber_count();
+            let max = core.config.max_subscribers;
             let Role::Owner { relays } = &mut core.role else {
                 return Err(AppError::internal("a relay feeds no scene"));
             };
+            // Scene sockets count towards `MAX_SUBSCRIBERS` like any other.
+            if relays.is_full(owner_sockets, max) {
+                return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
+            }
             let Some((slot, new)) = relays.scenes.join(&body.scene, answer.seq) else {
                 return Err(AppError::character_full(
                     MAX_SCENE_FEEDS,

@@ -10,7 +10,7 @@ use routing::archive::rows_value;
 use routing::hub::{ClientInfo, Resume, StoredCommand};
 use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::{query_pairs, split_url};
-use routing::scene::parse_scene_query;
+use routing::scene::{next_shard, parse_scene_query, MAX_SCENE_SHARDS};
 use routing::scene_hub::SceneEffect;
 use routing::topic::{CharacterId, TopicFilter};
 use routing::wire::{
@@ -21,8 +21,9 @@ use worker::{console_error, Env, Method, Request, Response, WebSocketPair};
 
 use super::{new_client_id, AppResult, Scene, SceneCore};
 use crate::character::attachment;
+use crate::character::CHARACTER_FULL_RETRY_SECS;
 use crate::error::{json_response, AppError};
-use crate::forward::post_to_name;
+use crate::forward::{post_to_name, upgrade_to_scene};
 
 fn owner_err(e: AppError) -> AppError {
     AppError::internal(format!("a character's object: {}", e.message()))
@@ -38,7 +39,8 @@ impl Scene {
             (Method::Get, path::SUBSCRIBE) => {
                 let headers = req.headers();
                 let facts = SubscribeFacts::from_headers(|n| headers.get(n).ok().flatten());
-                self.subscribe(now, hint.as_deref(), &pairs, facts).await
+                self.subscribe(now, hint.as_deref(), &raw_url, &pairs, facts)
+                    .await
             }
             (Method::Post, path::FEED) => {
                 self.ensure_core(hint.as_deref(), None)?;
@@ -73,22 +75,34 @@ impl Scene {
         }
     }
 
+    /// A subscribe: admitted here, or, when this object holds
+    /// `FANOUT_LIMIT` sockets, forwarded to the next shard of the scene
+    /// (whose 101 is passed back).
     async fn subscribe(
         &self,
         now: u64,
         hint: Option<&str>,
+        url: &str,
         pairs: &[(String, String)],
         facts: SubscribeFacts,
     ) -> AppResult<Response> {
         let query = parse_scene_query(pairs)?;
         self.ensure_core(hint, Some(&query.characters))?;
-        let name = self.with_core(|core| {
-            if core.hub.subscriber_count() + core.pending >= core.config.fanout_limit {
-                return Err(AppError::character_full(core.config.fanout_limit, 5));
+        let (name, full) = self.with_core(|core| {
+            let full = core.hub.subscriber_count() + core.pending >= core.config.fanout_limit;
+            if !full {
+                core.pending += 1;
             }
-            core.pending += 1;
-            Ok(core.name.clone())
+            Ok((core.name.clone(), full))
         })?;
+        if full {
+            let Some(next) = next_shard(&name) else {
+                let most =
+                    MAX_SCENE_SHARDS as usize * self.with_core(|c| Ok(c.config.fanout_limit))?;
+                return Err(AppError::character_full(most, CHARACTER_FULL_RETRY_SECS));
+            };
+            return upgrade_to_scene(&self.env, &next, url, &facts.headers()).await;
+        }
         let result = self.admit(now, &name, &query, facts).await;
         // The same turn as the accept: no await since.
         self.with_core(|core| {
@@ -122,9 +136,9 @@ impl Scene {
                 .await
                 .map_err(owner_err)?;
                 if resp.status_code() == 503 {
-                    return Err(AppError::character_full(
-                        routing::scene_feeds::MAX_SCENE_FEEDS,
-                        5,
+                    return Err(AppError::character_full_of(
+                        c.as_str(),
+                        CHARACTER_FULL_RETRY_SECS,
                     ));
                 }
                 if resp.status_code() != 200 {
