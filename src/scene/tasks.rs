@@ -20,7 +20,7 @@ use wasm_bindgen::JsValue;
 use worker::{console_error, Delay, Env};
 
 use super::{SceneCore, SharedScene};
-use crate::character::now_ms;
+use crate::character::{arm_alarm, now_ms};
 use crate::forward::{post_request, post_to_name};
 use crate::registry;
 
@@ -238,14 +238,7 @@ pub async fn sync_alarm(shared: &SharedScene, now: u64) {
         }
         (wanted, std::rc::Rc::clone(&core.storage))
     };
-    let result = match wanted {
-        Some(at) => {
-            let delay = Duration::from_millis(at.saturating_sub(now));
-            storage.set_alarm(delay).await
-        }
-        None => storage.delete_alarm().await,
-    };
-    match result {
+    match arm_alarm(&storage, wanted, now).await {
         Ok(()) => {
             if let Some(core) = shared.borrow_mut().as_mut() {
                 core.alarm_at = wanted;

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import {
-  http, uniqueCharacter, sleep, assertError, makeJwt, nowS, tryUpgrade, track, WS_BASE, WS_OPTIONS,
+  http, uniqueCharacter, sleep, assertError, makeJwt, nowS, tryUpgrade, track, WS_BASE, WS_OPTIONS, eventually,
 } from "./helpers.mjs";
 
 const publish = (character, body) => http("POST", `/v1/characters/${character}/commands`, { body });
@@ -173,14 +173,9 @@ test("two viewers of the same scene share one scene object", async () => {
 
 /** Polls `fn` until `pred` holds of its answer (or fails after `ms`). */
 async function until(fn, pred, ms = 5000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (pred(last)) return last;
-    await sleep(100);
-  }
-  assert.fail(`timed out; last: ${JSON.stringify(last?.json ?? last).slice(0, 1500)}`);
+  const last = await eventually(fn, pred, ms);
+  if (!pred(last)) assert.fail(`timed out; last: ${JSON.stringify(last?.json ?? last).slice(0, 1500)}`);
+  return last;
 }
 
 test("admin reaches scene sockets: listed one by one, counted under each character, kicked with 4010", async () => {
