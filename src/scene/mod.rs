@@ -332,6 +332,12 @@ impl Scene {
         // A scene that was listed reports on wake: after its runtime died
         // its entries may name sockets that are gone.
         core.report_wanted = restored > 0 || tasks::listed(&core);
+        if restored > 0 {
+            worker::console_log!(
+                "scene {}: woke with {restored} sockets, restored from their attachments",
+                core.name
+            );
+        }
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }

@@ -5,16 +5,20 @@
 // characters exactly once, in seq order. Scene sockets count towards each
 // character's MAX_SUBSCRIBERS (30 here): once a character holds 30 sockets
 // (scene-held included), a subscribe to it, direct or through a scene, is
-// `503 character_full` before the upgrade.
+// `503 character_full` before the upgrade. Then the shards are left idle
+// until the runtime evicts them: they wake on the next feed with their
+// sockets, deliver exactly, and a kick still finds a socket on a shard.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { start as startIn, sleep, progress } from "./helpers.mjs";
 
 const STATE = mkdtempSync(join(tmpdir(), "gateway-scene-shards-"));
+const LOG = join(STATE, "wrangler.log");
+const IDLE_MS = Number(process.env.HIBERNATION_IDLE_MS ?? 25_000);
 let server = null;
 const sockets = new Set();
 after(async () => {
@@ -34,7 +38,7 @@ function open(base, path) {
   const ws = new WebSocket(`${base.replace(/^http/, "ws")}${path}`, { closeTimeout: 500 });
   sockets.add(ws);
   const s = { ws, frames: [] };
-  ws.on("message", (d) => s.frames.push(JSON.parse(d.toString())));
+  ws.on("message", (d) => { if (d.toString() !== "pong") s.frames.push(JSON.parse(d.toString())); });
   ws.on("error", () => {});
   return new Promise((resolve) => {
     ws.once("message", () => resolve(s));
@@ -51,8 +55,8 @@ const publish = (base, character, i) => fetch(`${base}/v1/characters/${character
   method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ topic: "face", name: "n", params: { i } }),
 }).then((r) => r.json());
 
-test("a scene's sockets are sharded past FANOUT_LIMIT, delivery stays exact, and they count towards MAX_SUBSCRIBERS", { timeout: 180_000 }, async () => {
-  const srv = server = await startIn(STATE, { vars: { FANOUT_LIMIT: "10", MAX_SUBSCRIBERS: "30" } });
+test("a scene's sockets are sharded past FANOUT_LIMIT, delivery stays exact, and they count towards MAX_SUBSCRIBERS", { timeout: 240_000 }, async () => {
+  const srv = server = await startIn(STATE, { logFile: LOG, logLevel: "log", vars: { FANOUT_LIMIT: "10", MAX_SUBSCRIBERS: "30" } });
   const run = Date.now().toString(36);
   const [a, b] = [`sha-${run}`, `shb-${run}`];
   const scene = [];
@@ -108,5 +112,25 @@ test("a scene's sockets are sharded past FANOUT_LIMIT, delivery stays exact, and
     if (s.ws) return true;
     return false;
   }, 10_000, "room after a scene socket left");
-  console.log(`scene shards: 25 sockets over ${names.length} objects ${JSON.stringify(names.map((n) => perObject[n]))}, every command once in order; MAX_SUBSCRIBERS counted them`);
+  progress(`idle ${IDLE_MS} ms with keep-alive pings`);
+  const open24 = scene.slice(0, 24);
+  const end = Date.now() + IDLE_MS;
+  while (Date.now() < end) { for (const s of open24) s.ws.send("ping"); await sleep(5_000); }
+  await publish(srv.url, a, 21);
+  await until(() => open24.every((s) => seqs(s, a).length >= 21), 15_000, "a command after the eviction");
+  await sleep(300);
+  for (const [i, s] of open24.entries()) assert.deepEqual(seqs(s, a), want(21), `socket ${i} after the eviction`);
+  const log = readFileSync(LOG, "utf8");
+  for (const name of names.slice(0, 2)) {
+    assert.ok(log.includes(`scene ${name}: woke with 10 sockets`), `${name} was evicted and woke with its sockets`);
+  }
+  // A kick after the wake finds a socket on the last shard.
+  const after = await get(srv.url, `/v1/admin/characters/${b}/subscriptions`);
+  const onLast = after.subscribers.find((e) => e.relay === names[2]);
+  const victim = open24.find((s) => s.frames[0].client_id === onLast.client_id);
+  const closed = new Promise((r) => victim.ws.once("close", r));
+  const kick = await fetch(`${srv.url}/v1/admin/characters/${b}/subscriptions/${onLast.client_id}`, { method: "DELETE" });
+  assert.equal(kick.status, 200);
+  assert.equal(await closed, 4010);
+  console.log(`scene shards: 25 sockets over ${names.length} objects ${JSON.stringify(names.map((n) => perObject[n]))}, every command once in order; MAX_SUBSCRIBERS counted them; evicted shards woke with their sockets, delivery and a kick exact`);
 });
