@@ -78,6 +78,17 @@ impl AppError {
             )
         }
     }
+    /// A scene subscribe refused because `character` holds its maximum of
+    /// sockets (or feeds its maximum of scene objects).
+    pub fn character_full_of(character: &str, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::CharacterFull,
+                format!("character {character} holds its maximum of sockets; try again later"),
+            )
+        }
+    }
     /// Over a rate limit (the message names which); retry after the window.
     pub fn rate_limited(message: &str, retry_after_secs: u64) -> Self {
         Self {

@@ -8,6 +8,7 @@
 //! within one lease, even if nobody wakes that character again.
 
 use routing::relays::parse_relay_name;
+use routing::scene::{parse_registry_entry, MAX_SCENE_CHARACTERS};
 use routing::wire::{path, RegistryReport, Revocation, RevocationRecorded};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -61,6 +62,15 @@ impl DurableObject for Registry {
                 Ok(report) => record(&sql, &report).map(|()| json_response(200, "{}")),
                 Err(e) => Err(AppError::bad_request(format!("bad report: {e}"))),
             },
+            // A scene object's reports, one per character of the scene.
+            (Method::Post, path::REPORTS) => match req.json::<Vec<RegistryReport>>().await {
+                Ok(reports) if reports.len() <= MAX_SCENE_CHARACTERS => reports
+                    .iter()
+                    .try_for_each(|r| record(&sql, r))
+                    .map(|()| json_response(200, "{}")),
+                Ok(_) => Err(AppError::bad_request("too many reports")),
+                Err(e) => Err(AppError::bad_request(format!("bad reports: {e}"))),
+            },
             (Method::Get, path::LIST) => list(&sql).map(|body| json_response(200, &body)),
             (Method::Post, path::REVOCATIONS) => match req.json::<Revocation>().await {
                 Ok(r) => revoke(&sql, &r).map(|body| json_response(200, &body)),
@@ -105,8 +115,8 @@ fn revoke(sql: &SqlStorage, r: &Revocation) -> std::result::Result<String, AppEr
             vec![now],
         )?
         .to_array()?;
-    // A relay's entry stands for its character, whose object passes the
-    // revocation on to its relays.
+    // A relay's (or a scene's) entry stands for its character, whose object
+    // passes the revocation on to its relays and scene objects.
     let mut characters: Vec<String> = rows.into_iter().map(|r| base_name(r.character)).collect();
     characters.sort();
     characters.dedup();
@@ -183,11 +193,14 @@ fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppEr
     Ok(())
 }
 
-/// The character a registry entry counts for: a relay's name stands for
-/// its character's.
+/// The character a registry entry counts for: a relay's name, and a scene
+/// object's entry for one of its characters, stand for that character.
 fn base_name(name: String) -> String {
-    match parse_relay_name(&name) {
-        Some((character, _)) => character.as_str().to_string(),
+    if let Some((character, _)) = parse_relay_name(&name) {
+        return character.as_str().to_string();
+    }
+    match parse_registry_entry(&name) {
+        Some(character) => character.as_str().to_string(),
         None => name,
     }
 }
@@ -203,7 +216,8 @@ fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
             None,
         )?
         .to_array()?;
-    // A character's relays report under their own names (`<character>~r<n>`):
+    // A character's relays report under their own names (`<character>~r<n>`),
+    // scene objects under `<character>~s<hash>` (one entry per character):
     // their sockets are added to the character's entry.
     let mut merged: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     for r in rows {

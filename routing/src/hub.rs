@@ -143,6 +143,15 @@ pub enum Input {
     /// batching), without storing, idempotency or a publish log event; rows
     /// at or below the current seq are skipped.
     Relayed { rows: Vec<StoredCommand> },
+    /// A scene object's socket of this character joined or left: presence
+    /// frames to this object's presence sockets (and to the scene objects
+    /// that want them, [`Effect::ScenePresence`]); `count` includes the
+    /// scene sockets set by [`Hub::set_scenes`], after the event.
+    ScenePresence {
+        event: PresenceEvent,
+        client_id: String,
+        user: Option<String>,
+    },
     /// Relay role: the stream this hub follows restarts at `seq` in `epoch`
     /// (a new epoch, or a gap history no longer covers). Every socket is
     /// closed with 1011, which tells clients to resume, and seq and epoch
@@ -204,6 +213,9 @@ pub enum Effect {
     Log(Event),
     /// The subscriber summary (count, filter counts) changed.
     SubscribersChanged,
+    /// A presence frame for the presence sockets of scene objects (each
+    /// sends it on with `character` added, except to the socket it is about).
+    ScenePresence(Rc<str>),
 }
 
 #[derive(Debug)]
@@ -240,6 +252,11 @@ pub struct Hub {
     refresh_at: Option<u64>,
     /// Retained commands: the owner's set of record, or a relay's copy.
     retained: RetainedSet,
+    /// Sockets of the scene objects this character feeds (as they last
+    /// said), counted in presence `count`; and whether one of them holds a
+    /// presence socket (then presence frames go to them too).
+    scene_sockets: usize,
+    scene_presence: bool,
 }
 
 impl Hub {
@@ -267,6 +284,8 @@ impl Hub {
             refresh_every_ms: 0,
             refresh_at: None,
             retained: RetainedSet::unknown(),
+            scene_sockets: 0,
+            scene_presence: false,
         }
     }
 
@@ -283,6 +302,13 @@ impl Hub {
     /// The `command` frame of a retained command (`retained: true`).
     pub fn retained_frame_of(&self, row: &StoredCommand) -> String {
         retained_frame_json(&self.character, &self.epoch, row.seq, row.ts, &row.command)
+    }
+
+    /// What the shell knows of its scene objects: their sockets (counted in
+    /// presence `count`) and whether any holds a presence socket.
+    pub fn set_scenes(&mut self, sockets: usize, presence: bool) {
+        self.scene_sockets = sockets;
+        self.scene_presence = presence;
     }
 
     /// Reports the subscriber summary again every `every_ms` while clients
@@ -415,6 +441,21 @@ impl Hub {
                 };
                 // Completes the closing handshake (or drops an errored socket).
                 self.end(now, client, code, "closed", reason, &mut out);
+            }
+            Input::ScenePresence {
+                event,
+                client_id,
+                user,
+            } => {
+                let who = ClientInfo {
+                    client_id,
+                    user,
+                    topics: Vec::new(),
+                    presence: false,
+                    connected_at: now,
+                    can_publish: false,
+                };
+                out.extend(self.presence(event, &who, 0));
             }
             Input::Kick { client_id } => match self.key_of(&client_id) {
                 Some(key) => {
@@ -593,21 +634,18 @@ impl Hub {
         out.push(Effect::SubscribersChanged);
     }
 
-    /// Presence frame to every presence socket except `except`, while the
-    /// character has at most [`MAX_PRESENCE_SOCKETS`] sockets (counting the
-    /// one that joins or leaves).
-    fn presence(
-        &self,
-        event: PresenceEvent,
-        who: &ClientInfo,
-        except: ClientKey,
-    ) -> Option<Effect> {
+    /// Presence frame to every presence socket except `except` (0: none),
+    /// and to the scene objects that hold presence sockets, while the
+    /// character has at most [`MAX_PRESENCE_SOCKETS`] sockets here and in
+    /// its scene objects (counting the one that joins or leaves).
+    fn presence(&self, event: PresenceEvent, who: &ClientInfo, except: ClientKey) -> Vec<Effect> {
+        let count = self.clients.len() + self.scene_sockets;
         let sockets = match event {
-            PresenceEvent::Join => self.clients.len(),
-            PresenceEvent::Leave => self.clients.len() + 1,
+            PresenceEvent::Join => count,
+            PresenceEvent::Leave => count + 1,
         };
         if sockets > MAX_PRESENCE_SOCKETS {
-            return None;
+            return Vec::new();
         }
         let to: Vec<ClientKey> = self
             .clients
@@ -615,18 +653,22 @@ impl Hub {
             .filter(|(k, c)| **k != except && c.info.presence)
             .map(|(k, _)| *k)
             .collect();
-        if to.is_empty() {
-            return None;
+        if to.is_empty() && !self.scene_presence {
+            return Vec::new();
         }
-        Some(send(
-            to,
-            presence_frame_json(
-                event,
-                &who.client_id,
-                who.user.as_deref(),
-                self.clients.len(),
-            ),
-        ))
+        let text: Rc<str> =
+            presence_frame_json(event, &who.client_id, who.user.as_deref(), count).into();
+        let mut out = Vec::new();
+        if !to.is_empty() {
+            out.push(Effect::Send {
+                to,
+                text: Rc::clone(&text),
+            });
+        }
+        if self.scene_presence {
+            out.push(Effect::ScenePresence(text));
+        }
+        out
     }
 
     /// Closes a known client with one of our codes.

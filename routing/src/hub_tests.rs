@@ -24,6 +24,8 @@ struct Fx {
     logs: Vec<Event>,
     replies: Vec<Reply>,
     changes: usize,
+    /// Presence frames for the scene objects.
+    to_scenes: Vec<Value>,
 }
 
 impl Fx {
@@ -69,6 +71,9 @@ impl Fx {
                 Effect::Reply(r) => self.replies.push(r),
                 Effect::Log(ev) => self.logs.push(ev),
                 Effect::SubscribersChanged => self.changes += 1,
+                Effect::ScenePresence(text) => {
+                    self.to_scenes.push(serde_json::from_str(&text).unwrap())
+                }
             }
         }
     }
@@ -181,6 +186,48 @@ impl Fx {
 
 fn c(topic: &str, name: &str) -> Value {
     json!({"topic": topic, "name": name})
+}
+
+#[test]
+fn scene_sockets_count_in_presence_and_their_joins_and_leaves_are_announced() {
+    let mut fx = Fx::new(0);
+    let a = fx.connect("a", &[">"], true, false);
+    fx.take(a);
+    // Two scene sockets (one asked for presence): counted; frames to scenes.
+    fx.hub().set_scenes(2, true);
+    let join = Input::ScenePresence {
+        event: PresenceEvent::Join,
+        client_id: "s1".into(),
+        user: Some("u-s1".into()),
+    };
+    fx.feed(5, join);
+    let frame =
+        json!({"type": "presence", "event": "join", "client_id": "s1", "user": "u-s1", "count": 3});
+    assert_eq!(fx.take(a), vec![frame.clone()]);
+    assert_eq!(fx.to_scenes, vec![frame]);
+    // A socket of this object: the scenes hear of it too.
+    let b = fx.connect("b", &[">"], false, false);
+    assert_eq!(fx.to_scenes[1]["client_id"], "b");
+    assert_eq!(fx.to_scenes[1]["count"], 4);
+    fx.gone(b, 0);
+    fx.hub().set_scenes(1, false);
+    let leave = Input::ScenePresence {
+        event: PresenceEvent::Leave,
+        client_id: "s1".into(),
+        user: None,
+    };
+    fx.feed(6, leave);
+    let frames = fx.take(a);
+    assert_eq!(
+        frames.last(),
+        Some(
+            &json!({"type": "presence", "event": "leave", "client_id": "s1", "user": null, "count": 2})
+        )
+    );
+    // No scene wants presence any more: nothing more for them.
+    assert_eq!(fx.to_scenes.len(), 3);
+    // Nothing in the event log or the subscriber summary: the scene logs.
+    assert!(fx.logs.iter().all(|e| e.client_id.as_deref() != Some("s1")));
 }
 
 #[test]

@@ -125,10 +125,17 @@ impl RelaySet {
         self.relays.values().map(|r| r.sockets + r.placing).sum()
     }
 
+    /// Whether the character holds `max_total` (`MAX_SUBSCRIBERS`) sockets
+    /// or more: the owner's, its relays' and its scene objects' (as they
+    /// last said).
+    pub fn is_full(&self, owner_sockets: usize, max_total: usize) -> bool {
+        owner_sockets + self.relay_sockets() + self.scenes.sockets() >= max_total
+    }
+
     /// Where the next subscriber goes, given the sockets the owner holds and
     /// `max_total` (`MAX_SUBSCRIBERS`).
     pub fn place(&self, owner_sockets: usize, presence: bool, max_total: usize) -> Placement {
-        if owner_sockets + self.relay_sockets() >= max_total {
+        if self.is_full(owner_sockets, max_total) {
             return Placement::Full;
         }
         if presence || owner_sockets < self.fanout {
@@ -267,6 +274,17 @@ mod tests {
 
     /// Fill the owner, then relay 0 to the limit, then relay 1, ...; the
     /// least-loaded relay with room comes first; presence stays home.
+    #[test]
+    fn scene_sockets_count_towards_the_characters_maximum() {
+        let mut set = RelaySet::new(10);
+        assert!(!set.is_full(3, 5));
+        set.scenes.join("~s0123456789abcdef", 0);
+        set.scenes.told("~s0123456789abcdef", 2, false);
+        assert!(set.is_full(3, 5));
+        assert_eq!(set.place(3, false, 5), Placement::Full);
+        assert_eq!(set.place(2, false, 5), Placement::Owner);
+    }
+
     #[test]
     fn placement_fills_the_owner_then_the_lowest_relays() {
         let mut set = RelaySet::new(2);

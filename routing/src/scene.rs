@@ -4,8 +4,8 @@
 //! holds a scene's sockets. The scene's state machine is `scene_hub`.
 //!
 //! Bounds: 1..=[`MAX_SCENE_CHARACTERS`] distinct characters; `since` and
-//! `epoch` hold at most one pair per character of the list; `presence=true`
-//! is refused (scene sockets get no presence frames).
+//! `epoch` hold at most one pair per character of the list; `presence` is
+//! `true` or `false`.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,8 @@ pub struct SceneQuery {
     pub topics: Vec<TopicFilter>,
     pub since: BTreeMap<CharacterId, u64>,
     pub epoch: BTreeMap<CharacterId, String>,
+    /// Presence frames of every character of the scene (with `character`).
+    pub presence: bool,
     pub token: Option<String>,
 }
 
@@ -61,23 +63,20 @@ pub fn parse_scene_query(pairs: &[(String, String)]) -> Result<SceneQuery, ApiEr
     let epoch = pairs_param(pairs, "epoch", &characters, |v| {
         (!v.is_empty() && v.chars().count() <= MAX_EPOCH_LEN).then(|| v.to_string())
     })?;
-    match once(pairs, "presence")? {
-        None | Some("false") => {}
-        Some("true") => {
-            return Err(ApiError::bad_request(
-                "`presence=true` is not supported on a scene socket",
-            ))
-        }
+    let presence = match once(pairs, "presence")? {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(v) => {
             return Err(ApiError::bad_request(format!(
                 "`presence` must be true or false, got {v:?}"
             )))
         }
-    }
+    };
     let token = once(pairs, "token")?.map(str::to_string);
     Ok(SceneQuery {
         characters,
         topics,
+        presence,
         since,
         epoch,
         token,
@@ -140,10 +139,55 @@ fn fnv_byte(hash: u64, b: u8) -> u64 {
     (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
-/// Whether an object name is a scene's.
+/// Whether an object name is a scene's: shard 0 (`~s<hash>`) or a further
+/// shard (`~s<hash>~<n>`, see [`next_shard`]).
 pub fn is_scene_name(name: &str) -> bool {
-    name.strip_prefix(SCENE_MARK)
-        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    shard_of(name).is_some()
+}
+
+/// A scene object's shard number (0 for `~s<hash>`); `None` for any name
+/// that is not a scene object's.
+fn shard_of(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(SCENE_MARK)?;
+    let (hash, shard) = match rest.split_once('~') {
+        Some((hash, n)) => {
+            let n: u32 = n.parse().ok()?;
+            (n.to_string() == rest[hash.len() + 1..] && n > 0).then_some((hash, n))?
+        }
+        None => (rest, 0),
+    };
+    let hex = hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && shard < MAX_SCENE_SHARDS).then_some(shard)
+}
+
+/// Most objects one scene's sockets are spread over (shards 0 to 99).
+pub const MAX_SCENE_SHARDS: u32 = crate::catalogue::MAX_RELAYS;
+
+/// The shard that takes a subscribe when scene object `name` holds
+/// `FANOUT_LIMIT` sockets: shard n forwards to shard n + 1, so shards fill
+/// in order and placement depends on nothing but the names. `None` past
+/// the last shard (or for a name that is not a scene object's).
+pub fn next_shard(name: &str) -> Option<String> {
+    let n = shard_of(name)?;
+    let base = name.get(..SCENE_MARK.len() + 16)?;
+    (n + 1 < MAX_SCENE_SHARDS).then(|| format!("{base}~{}", n + 1))
+}
+
+/// The name under which scene object `scene` reports its sockets of
+/// `character` to the registry (`<character>~s<hash>`), so that the
+/// registry counts them under that character.
+pub fn registry_entry(character: &CharacterId, scene: &str) -> String {
+    format!("{}{scene}", character.as_str())
+}
+
+/// The character a scene's registry entry counts for; `None` for any other
+/// name.
+pub fn parse_registry_entry(name: &str) -> Option<CharacterId> {
+    let at = name.find(SCENE_MARK)?;
+    if !is_scene_name(&name[at..]) {
+        return None;
+    }
+    CharacterId::parse(&name[..at]).ok()
 }
 
 /// The characters list as stored by a scene object (sorted, comma-joined).
@@ -186,7 +230,8 @@ mod tests {
         let sixteen: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
         let got = q(&format!("characters={}", sixteen.join(","))).unwrap();
         assert_eq!(got.characters.len(), 16);
-        assert!(q("characters=a&presence=false").is_ok());
+        assert!(!q("characters=a&presence=false").unwrap().presence);
+        assert!(q("characters=a&presence=true").unwrap().presence);
     }
 
     /// Every bad shape is a 400 naming what is wrong.
@@ -210,7 +255,6 @@ mod tests {
             ("characters=a,b&since=", "character:value"),
             ("characters=a,b&epoch=a:", "character:value"),
             ("characters=a,b&epoch=q:e", "not in `characters`"),
-            ("characters=a&presence=true", "presence"),
             ("characters=a&presence=yes", "presence"),
             ("characters=a&topics=a..b", "filter"),
         ];
@@ -236,5 +280,49 @@ mod tests {
         assert!(!is_scene_name("alice"));
         assert!(!is_scene_name("alice~r1"));
         assert_eq!(characters_key(&[c("a"), c("b")]), "a,b");
+    }
+
+    #[test]
+    fn shards_follow_one_another_up_to_the_bound() {
+        let base = scene_name(&[c("alice"), c("bob")]);
+        let one = next_shard(&base).unwrap();
+        assert_eq!(one, format!("{base}~1"));
+        assert_eq!(next_shard(&one), Some(format!("{base}~2")));
+        assert!(is_scene_name(&one));
+        let last = format!("{base}~{}", MAX_SCENE_SHARDS - 1);
+        assert!(is_scene_name(&last));
+        assert_eq!(next_shard(&last), None);
+        for bad in [
+            format!("{base}~0"),
+            format!("{base}~01"),
+            format!("{base}~{MAX_SCENE_SHARDS}"),
+            format!("{base}~"),
+            format!("{base}~x"),
+            format!("{base}~1~2"),
+        ] {
+            assert!(!is_scene_name(&bad), "{bad}");
+            assert_eq!(next_shard(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_registry_entry(&format!("alice{one}")),
+            Some(c("alice"))
+        );
+        assert_eq!(crate::relays::parse_relay_name(&one), None);
+    }
+
+    #[test]
+    fn registry_entries_name_their_character() {
+        let scene = scene_name(&[c("alice"), c("bob")]);
+        let entry = registry_entry(&c("alice"), &scene);
+        assert_eq!(parse_registry_entry(&entry), Some(c("alice")));
+        for other in [
+            "alice",
+            "alice~r1",
+            scene.as_str(),
+            "al ice~s0123456789abcdef",
+            "a~s12",
+        ] {
+            assert_eq!(parse_registry_entry(other), None, "{other}");
+        }
     }
 }

@@ -7,11 +7,20 @@
 //! scene in the set even if that feed's answer says 0 sockets (the answer
 //! may predate the socket). At most [`MAX_SCENE_FEEDS`] scenes per
 //! character; a join past it is refused (`character_full`).
+//!
+//! A scene that holds presence sockets (it says so with each batch of its
+//! sockets' connects and disconnects) is also sent the character's presence
+//! frames, with the next feed; at most [`MAX_PENDING_PRESENCE`] wait per
+//! scene (presence is sent only while the character has at most 256
+//! sockets anyway), older ones are dropped.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// Most scene objects one character feeds.
 pub const MAX_SCENE_FEEDS: usize = 256;
+/// Most presence frames waiting for one scene object.
+pub const MAX_PENDING_PRESENCE: usize = 256;
 
 /// What the owner knows of one scene object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +31,9 @@ pub struct SceneFeed {
     pub acked: Option<u64>,
     /// Joins so far: a feed answer counts only if none came since it left.
     pub joins: u64,
+    /// It holds presence sockets; presence frames waiting for its next feed.
+    pub presence: bool,
+    pub frames: Vec<Rc<str>>,
 }
 
 /// The owner's scene objects, by slot (the feed task's key).
@@ -59,6 +71,7 @@ impl SceneFeeds {
                 sockets: 1,
                 acked: Some(at),
                 joins: 1,
+                ..SceneFeed::default()
             },
         );
         Some((slot, true))
@@ -78,6 +91,7 @@ impl SceneFeeds {
                     sockets: 1,
                     acked: None,
                     joins: 0,
+                    ..SceneFeed::default()
                 },
             );
         }
@@ -105,13 +119,55 @@ impl SceneFeeds {
     }
 
     /// From which seq the next feed of `slot` starts with the owner at
-    /// `seq`: its acknowledged seq when behind, `seq` for a probe.
+    /// `seq`: its acknowledged seq when behind, `seq` for a probe or when
+    /// only presence frames wait.
     pub fn feed_from(&self, slot: u32, seq: u64) -> Option<u64> {
-        match self.slots.get(&slot)?.acked {
+        let f = self.slots.get(&slot)?;
+        match f.acked {
             None => Some(seq),
             Some(a) if a < seq => Some(a),
+            Some(a) if !f.frames.is_empty() => Some(a),
             Some(_) => None,
         }
+    }
+
+    /// What scene `name` said with its sockets' connects and disconnects:
+    /// how many it holds and whether one asked for presence.
+    pub fn told(&mut self, name: &str, sockets: usize, presence: bool) {
+        if let Some(f) = self.slot_of(name).and_then(|s| self.slots.get_mut(&s)) {
+            f.sockets = sockets;
+            f.presence = presence;
+            if !presence {
+                f.frames.clear();
+            }
+        }
+    }
+
+    /// Whether any scene holds presence sockets.
+    pub fn presence_wanted(&self) -> bool {
+        self.slots.values().any(|f| f.presence)
+    }
+
+    /// A presence frame for every scene that holds presence sockets: the
+    /// slots to feed.
+    pub fn push_presence(&mut self, frame: &Rc<str>) -> Vec<u32> {
+        let mut slots = Vec::new();
+        for (slot, f) in self.slots.iter_mut().filter(|(_, f)| f.presence) {
+            if f.frames.len() >= MAX_PENDING_PRESENCE {
+                f.frames.remove(0);
+            }
+            f.frames.push(Rc::clone(frame));
+            slots.push(*slot);
+        }
+        slots
+    }
+
+    /// The presence frames waiting for `slot`, taken for its next feed.
+    pub fn take_presence(&mut self, slot: u32) -> Vec<Rc<str>> {
+        self.slots
+            .get_mut(&slot)
+            .map(|f| std::mem::take(&mut f.frames))
+            .unwrap_or_default()
     }
 
     /// The scene's answer to a feed sent after `joins` joins: its place and
@@ -166,5 +222,31 @@ mod tests {
         }
         assert_eq!(r.len(), MAX_SCENE_FEEDS);
         assert_eq!(r.join("~sZ", 0), None);
+    }
+
+    #[test]
+    fn presence_frames_wait_for_the_scenes_that_want_them() {
+        let mut s = SceneFeeds::default();
+        s.join("~sA", 5);
+        s.join("~sB", 5);
+        assert!(!s.presence_wanted());
+        let frame: Rc<str> = Rc::from("{}");
+        assert!(s.push_presence(&frame).is_empty());
+        s.told("~sB", 3, true);
+        s.told("~sZ", 1, true);
+        assert!(s.presence_wanted());
+        assert_eq!(s.sockets(), 4);
+        assert_eq!(s.push_presence(&frame), vec![1]);
+        // Caught up, but a frame waits: fed at its own seq.
+        assert_eq!((s.feed_from(0, 5), s.feed_from(1, 5)), (None, Some(5)));
+        assert_eq!(s.take_presence(1).len(), 1);
+        assert_eq!(s.feed_from(1, 5), None);
+        for _ in 0..MAX_PENDING_PRESENCE + 5 {
+            s.push_presence(&frame);
+        }
+        assert_eq!(s.get(1).unwrap().frames.len(), MAX_PENDING_PRESENCE);
+        // No presence socket left: nothing waits.
+        s.told("~sB", 2, false);
+        assert!(!s.presence_wanted() && s.get(1).unwrap().frames.is_empty());
     }
 }

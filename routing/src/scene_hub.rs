@@ -7,7 +7,10 @@
 //!
 //! Frames: `command` frames are the single-character ones (they carry
 //! `character`); scene sockets get no `batch` frames (each command is sent
-//! as it is applied) and no presence. `welcome` carries `characters`;
+//! as it is applied). Presence frames come from each character's object
+//! (which counts the scene's sockets and hears of their joins and leaves);
+//! the scene sends them, with `character`, to its presence sockets except
+//! the one the frame is about. `welcome` carries `characters`;
 //! `recovered` carries `character`, one per resumed character. A client
 //! `subscribe`/`unsubscribe` changes the filters for every character; a
 //! client `publish` names its `character`, which must be the scene's.
@@ -20,6 +23,12 @@
 //! after `welcome`, the retained commands its filters match of every
 //! character it does not resume (`since`), character by character in
 //! name order, each in seq order.
+//!
+//! Each connect and each end of a socket is a [`SceneEffect::Log`] (the
+//! shell passes it to every character's object, whose event log holds it)
+//! and a [`SceneEffect::SubscribersChanged`] (the shell reports the scene's
+//! sockets to the registry under each character, and again every lease
+//! refresh while it holds sockets).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -27,6 +36,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::catalogue::{echo_close_code, CloseCode, MAX_BAD_FRAMES, MAX_FILTERS, MAX_FRAME_BYTES};
+use crate::events::{DisconnectReason, EventKind};
 use crate::hub::{ClientInfo, ClientKey, Gone, Resume, StoredCommand};
 use crate::protocol::{
     command_frame_json, error_frame_json, parse_client_frame, recovered_frame_json,
@@ -62,6 +72,16 @@ pub enum SceneEffect {
         command: Command,
         r#ref: Option<String>,
     },
+    /// A connect or disconnect for the event log of every character of the
+    /// scene; the shell stamps it with the turn's time.
+    Log {
+        kind: EventKind,
+        client_id: String,
+        user: Option<String>,
+    },
+    /// The sockets or their filters changed, or the registry lease is due
+    /// for a refresh: report to the registry (the shell coalesces).
+    SubscribersChanged,
 }
 
 #[derive(Debug)]
@@ -81,6 +101,10 @@ pub struct SceneHub {
     expiry: BTreeSet<(u64, ClientKey)>,
     /// Each character's retained commands, as far as the scene knows them.
     retained: BTreeMap<CharacterId, RetainedSet>,
+    /// While sockets are held, the registry lease is refreshed this often
+    /// (0 = never); `refresh_at` is the next refresh.
+    refresh_every_ms: u64,
+    refresh_at: Option<u64>,
 }
 
 impl SceneHub {
@@ -93,6 +117,8 @@ impl SceneHub {
             by_id: HashMap::new(),
             expiry: BTreeSet::new(),
             retained: BTreeMap::new(),
+            refresh_every_ms: 0,
+            refresh_at: None,
         }
     }
 
@@ -124,6 +150,25 @@ impl SceneHub {
         self.retained.get(c)
     }
 
+    /// Refreshes the registry lease every `every_ms` while sockets are held.
+    pub fn with_refresh(mut self, every_ms: u64) -> Self {
+        self.refresh_every_ms = every_ms;
+        self
+    }
+
+    /// The shell reported to the registry at `now`: the next refresh is
+    /// due one interval later while sockets are held.
+    pub fn reported(&mut self, now: u64) {
+        self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty())
+            .then(|| now.saturating_add(self.refresh_every_ms));
+    }
+
+    /// The filters in force and how many sockets hold each (the same for
+    /// every character of the scene), for the registry.
+    pub fn filter_counts(&self) -> BTreeMap<String, usize> {
+        self.subs.filter_counts()
+    }
+
     pub fn characters(&self) -> Vec<CharacterId> {
         self.streams.keys().cloned().collect()
     }
@@ -152,9 +197,10 @@ impl SceneHub {
         self.by_id.get(client_id).copied()
     }
 
-    /// The earliest token expiry, for the shell's alarm.
+    /// The earliest token expiry or lease refresh, for the shell's alarm.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.expiry.first().map(|(at, _)| *at)
+        let expiry = self.expiry.first().map(|(at, _)| *at);
+        [expiry, self.refresh_at].into_iter().flatten().min()
     }
 
     /// A socket found again on wake.
@@ -222,6 +268,49 @@ impl SceneHub {
             }
         }
         (out, Some(last))
+    }
+
+    /// Whether a socket asked for presence.
+    pub fn presence_held(&self) -> bool {
+        self.clients.values().any(|c| c.info.presence)
+    }
+
+    /// `c`'s presence frames (from its object, without `character`): each
+    /// to every presence socket but the one it is about. Unreadable frames
+    /// and frames of another character are skipped.
+    pub fn presence_frames(&self, c: &CharacterId, frames: &[String]) -> Vec<SceneEffect> {
+        let mut out = Vec::new();
+        if !self.streams.contains_key(c) {
+            return out;
+        }
+        for frame in frames {
+            let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(frame) else {
+                continue;
+            };
+            if obj.get("type").and_then(Value::as_str) != Some("presence") {
+                continue;
+            }
+            let about = obj
+                .get("client_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let to: Vec<ClientKey> = self
+                .clients
+                .iter()
+                .filter(|(_, x)| x.info.presence && x.info.client_id != about)
+                .map(|(k, _)| *k)
+                .collect();
+            if to.is_empty() {
+                continue;
+            }
+            obj.insert("character".into(), Value::String(c.as_str().to_string()));
+            out.push(SceneEffect::Send {
+                to,
+                text: Rc::from(Value::Object(obj).to_string()),
+            });
+        }
+        out
     }
 
     /// A resume of `c` from the ring alone, when it covers `since`.
@@ -293,6 +382,14 @@ impl SceneHub {
                 out.push(send(key, frame));
             }
         }
+        out.push(SceneEffect::Log {
+            kind: EventKind::Connect {
+                topics: topics.clone(),
+            },
+            client_id: client.info.client_id.clone(),
+            user: client.info.user.clone(),
+        });
+        out.push(SceneEffect::SubscribersChanged);
         for (c, resume) in resumes {
             let Some(f) = self.streams.get(&c) else {
                 continue;
@@ -314,12 +411,12 @@ impl SceneHub {
 
     /// The socket went away on the client's side.
     pub fn gone(&mut self, key: ClientKey, how: Gone) -> Vec<SceneEffect> {
-        let code = match how {
-            Gone::Closed(code) => echo_close_code(code),
-            Gone::Error => CloseCode::Internal.code(),
+        let (code, reason) = match how {
+            Gone::Closed(code) => (echo_close_code(code), DisconnectReason::ClientClosed(code)),
+            Gone::Error => (CloseCode::Internal.code(), DisconnectReason::SocketError),
         };
         let mut out = Vec::new();
-        self.end(key, code, "closed", &mut out);
+        self.end(key, code, "closed", reason, &mut out);
         out
     }
 
@@ -348,9 +445,13 @@ impl SceneHub {
         (out, keys.len())
     }
 
-    /// Token timers due at `now`.
+    /// Token timers due at `now`, and the lease refresh.
     pub fn timeout(&mut self, now: u64) -> Vec<SceneEffect> {
         let mut out = Vec::new();
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh_at = None;
+            out.push(SceneEffect::SubscribersChanged);
+        }
         while let Some(&(at, key)) = self.expiry.first() {
             if at > now {
                 break;
@@ -461,21 +562,43 @@ impl SceneHub {
         if self.by_id.get(&c.info.client_id) == Some(&key) {
             self.by_id.remove(&c.info.client_id);
         }
+        if self.clients.is_empty() {
+            self.refresh_at = None;
+        }
         Some(c.info)
     }
 
-    fn end(&mut self, key: ClientKey, code: u16, reason: &'static str, out: &mut Vec<SceneEffect>) {
-        if self.forget(key).is_some() {
+    fn end(
+        &mut self,
+        key: ClientKey,
+        code: u16,
+        reason: &'static str,
+        why: DisconnectReason,
+        out: &mut Vec<SceneEffect>,
+    ) {
+        if let Some(info) = self.forget(key) {
             out.push(SceneEffect::Close {
                 client: key,
                 code,
                 reason,
             });
+            out.push(SceneEffect::Log {
+                kind: EventKind::Disconnect { reason: why },
+                client_id: info.client_id,
+                user: info.user,
+            });
+            out.push(SceneEffect::SubscribersChanged);
         }
     }
 
     fn close(&mut self, key: ClientKey, code: CloseCode, out: &mut Vec<SceneEffect>) {
-        self.end(key, code.code(), code.reason(), out);
+        self.end(
+            key,
+            code.code(),
+            code.reason(),
+            DisconnectReason::Closed(code),
+            out,
+        );
     }
 
     fn close_all(&mut self, code: CloseCode, out: &mut Vec<SceneEffect>) {
@@ -495,6 +618,7 @@ impl SceneHub {
         }
         if changed {
             out.push(SceneEffect::SaveClient { client: key });
+            out.push(SceneEffect::SubscribersChanged);
         }
         out.push(send(key, subscribed_frame_json(&topics)));
     }

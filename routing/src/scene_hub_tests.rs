@@ -225,7 +225,11 @@ fn kicks_revocations_expiry_and_gone_forget_the_socket_once() {
     );
     assert!(!s.kick("y").1);
     let (out, n) = s.revoke("ann");
-    assert_eq!((n, out.len()), (1, 1));
+    let closes = out
+        .iter()
+        .filter(|e| matches!(e, SceneEffect::Close { code: 4003, .. }))
+        .count();
+    assert_eq!((n, closes), (1, 1));
     assert!(
         s.gone(3, Gone::Closed(1000)).is_empty(),
         "already forgotten"
@@ -312,4 +316,80 @@ fn new_sockets_get_each_characters_retained_commands_after_welcome() {
         !s.adopt_retained(&c("zz"), vec![], 0, 0),
         "not a character of the scene"
     );
+}
+
+#[test]
+fn connects_and_ends_are_logged_once_and_reported() {
+    let mut s = scene().with_refresh(100);
+    let out = s.connect(1, info("x", &["face"]), None, vec![]);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        SceneEffect::Log { kind: EventKind::Connect { topics }, client_id, .. }
+            if client_id == "x" && topics.len() == 1
+    )));
+    assert!(out.contains(&SceneEffect::SubscribersChanged));
+    assert_eq!(s.filter_counts().get("face"), Some(&1));
+    // The lease refresh: due one interval after the report, while held.
+    assert_eq!(s.poll_timeout(), None);
+    s.reported(1_000);
+    assert_eq!(s.poll_timeout(), Some(1_100));
+    assert_eq!(s.timeout(1_100), vec![SceneEffect::SubscribersChanged]);
+    s.reported(1_100);
+    // A kick: closed, logged as closed by us (4010), reported; once only.
+    let (out, _) = s.kick("x");
+    let logs: Vec<&SceneEffect> = out
+        .iter()
+        .filter(|e| matches!(e, SceneEffect::Log { .. }))
+        .collect();
+    assert_eq!(
+        logs,
+        vec![&SceneEffect::Log {
+            kind: EventKind::Disconnect {
+                reason: DisconnectReason::Closed(CloseCode::ByAdmin)
+            },
+            client_id: "x".into(),
+            user: Some("ann".into()),
+        }]
+    );
+    assert!(out.contains(&SceneEffect::SubscribersChanged));
+    assert!(s.gone(1, Gone::Closed(1000)).is_empty());
+    // Nobody held: no refresh due.
+    assert_eq!(s.poll_timeout(), None);
+    // The client's own close is logged with its code.
+    s.connect(2, info("y", &[">"]), None, vec![]);
+    let out = s.gone(2, Gone::Closed(1001));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        SceneEffect::Log {
+            kind: EventKind::Disconnect {
+                reason: DisconnectReason::ClientClosed(1001)
+            },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn presence_frames_go_to_presence_sockets_but_the_one_they_are_about() {
+    let mut s = scene();
+    let mut watcher = info("w", &[">"]);
+    watcher.presence = true;
+    s.connect(1, watcher, None, vec![]);
+    s.connect(2, info("x", &[">"]), None, vec![]);
+    let mut other = info("p", &[">"]);
+    other.presence = true;
+    s.connect(3, other, None, vec![]);
+    assert!(s.presence_held());
+    let join = |id: &str| {
+        format!(r#"{{"type":"presence","event":"join","client_id":"{id}","user":null,"count":3}}"#)
+    };
+    let out = frames(&s.presence_frames(&c("a"), &[join("p"), join("zz"), "junk".into()]));
+    assert_eq!(out.len(), 2);
+    // About socket 3: only socket 1 gets it; about another client: both.
+    assert_eq!(out[0].0, vec![1]);
+    assert_eq!(out[1].0, vec![1, 3]);
+    assert_eq!(out[0].1["character"], "a");
+    assert_eq!(out[0].1["count"], 3);
+    // Not the scene's character: nothing.
+    assert!(s.presence_frames(&c("z"), &[join("q")]).is_empty());
 }

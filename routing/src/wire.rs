@@ -37,8 +37,13 @@ pub mod path {
     /// Character object: its retained snapshot for a relay's copy (GET;
     /// answers [`super::RetainedAnswer`]).
     pub const RELAY_RETAINED: &str = "/relay/retained";
+    /// Character object: connects and disconnects of a scene's sockets,
+    /// for its event log (POST [`super::SceneLog`]).
+    pub const SCENE_LOG: &str = "/scene/log";
     /// Internal paths of the registry object.
     pub const REPORT: &str = "/report";
+    /// Several reports at once (a scene object's, one per character).
+    pub const REPORTS: &str = "/reports";
     pub const LIST: &str = "/list";
     /// Records a revocation (POST) or lists the active ones (GET).
     pub const REVOCATIONS: &str = "/revocations";
@@ -144,12 +149,33 @@ pub struct FeedBody {
     /// To a scene object: whose rows these are (absent for a relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub character: Option<String>,
+    /// To a scene object that holds presence sockets: that character's
+    /// presence frames since the last feed (without `character`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<String>,
 }
 
 /// A scene object asking a character's object to feed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SceneJoin {
     pub scene: String,
+}
+
+/// Most events in one [`SceneLog`]; a scene sends more in several.
+pub const MAX_SCENE_LOG_EVENTS: usize = 256;
+
+/// A scene object's connects and disconnects for one character's event
+/// log: `connect` or `disconnect` events of that character, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SceneLog {
+    pub scene: String,
+    pub events: Vec<crate::events::LogEvent>,
+    /// The scene's sockets after these events (counted in presence
+    /// `count`), and whether one of them asked for presence.
+    #[serde(default)]
+    pub sockets: usize,
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// The character's place when a scene joined: its epoch and latest seq,
@@ -181,6 +207,9 @@ pub struct RetainedAnswer {
 pub struct FeedAnswer {
     pub last: u64,
     pub sockets: usize,
+    /// A scene object: whether one of its sockets asked for presence.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// The character object's resume read for a relay: `rows` (page rows),

@@ -248,6 +248,15 @@ impl Core {
                     self.log(&event);
                 }
                 Effect::SubscribersChanged => self.request(Task::Report),
+                Effect::ScenePresence(text) => {
+                    let slots = match &mut self.role {
+                        Role::Owner { relays } => relays.scenes.push_presence(&text),
+                        Role::Relay { .. } => Vec::new(),
+                    };
+                    for slot in slots {
+                        self.request(Task::FeedScene(slot));
+                    }
+                }
             }
         }
     }
@@ -372,20 +381,18 @@ impl Core {
 
     /// Refuses a new socket, before any upgrade, when this object holds
     /// its maximum: a relay `FANOUT_LIMIT`, the owner `MAX_SUBSCRIBERS`
-    /// counting its relays' sockets (placement, `relays.rs`, sends the
-    /// rest to relays before this).
+    /// counting its relays' and scene objects' sockets (placement,
+    /// `relays.rs`, sends the rest to relays before this).
     pub fn admit(&self) -> Result<(), AppError> {
-        let (max, held) = match &self.role {
-            Role::Relay { pending, .. } => (
-                self.config.fanout_limit,
-                self.hub.subscriber_count() + pending,
-            ),
-            Role::Owner { relays } => (
-                self.config.max_subscribers,
-                self.hub.subscriber_count() + relays.relay_sockets(),
-            ),
+        let full = match &self.role {
+            Role::Relay { pending, .. } => {
+                self.hub.subscriber_count() + pending >= self.config.fanout_limit
+            }
+            Role::Owner { relays } => {
+                relays.is_full(self.hub.subscriber_count(), self.config.max_subscribers)
+            }
         };
-        if held >= max {
+        if full {
             let max = self.config.max_subscribers;
             return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
         }
@@ -398,6 +405,15 @@ impl Core {
 
     /// Owner: asks for a feed of every relay (one request in flight each,
     /// later rows coalesced into the next).
+    /// Tells the hub what it knows of its scene objects now: their sockets
+    /// (presence `count`) and whether any wants presence frames.
+    pub fn sync_scenes(&mut self) {
+        if let Role::Owner { relays } = &self.role {
+            let (sockets, presence) = (relays.scenes.sockets(), relays.scenes.presence_wanted());
+            self.hub.set_scenes(sockets, presence);
+        }
+    }
+
     pub fn feed_relays(&mut self) {
         let (indices, slots) = match &self.role {
             Role::Owner { relays } => (relays.indices(), relays.scenes.slots()),

@@ -37,6 +37,7 @@ use worker::{
     WebSocket, WebSocketIncomingMessage,
 };
 
+pub use self::core::CHARACTER_FULL_RETRY_SECS;
 use self::core::{Core, Shared};
 pub use self::relays::rows_of;
 use crate::error::AppError;
@@ -196,19 +197,23 @@ pub async fn sync_alarm(shared: &Shared, now: u64) {
         }
         (next, Rc::clone(&core.storage))
     };
-    let result = match wanted {
-        Some(at) => {
-            let delay = std::time::Duration::from_millis(at.saturating_sub(now));
-            storage.set_alarm(delay).await
-        }
-        None => storage.delete_alarm().await,
-    };
-    match result {
+    match arm_alarm(&storage, wanted, now).await {
         Ok(()) => {
             if let Some(core) = shared.borrow_mut().as_mut() {
                 core.alarm_at = wanted;
             }
         }
         Err(e) => console_error!("setting the alarm: {e}"),
+    }
+}
+
+/// Sets an object's alarm to `at` (ms since the Unix epoch), or deletes it.
+pub async fn arm_alarm(storage: &worker::Storage, at: Option<u64>, now: u64) -> Result<()> {
+    match at {
+        Some(at) => {
+            let delay = std::time::Duration::from_millis(at.saturating_sub(now));
+            storage.set_alarm(delay).await
+        }
+        None => storage.delete_alarm().await,
     }
 }

@@ -296,6 +296,7 @@ impl Character {
             let answer = FeedAnswer {
                 last,
                 sockets: core.hub.subscriber_count(),
+                presence: false,
             };
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)

@@ -156,46 +156,40 @@ impl Character {
         Ok(json_response(200, &body)?)
     }
 
-    /// Owner: the listing entries of every relay, each marked with its
-    /// relay's id; each relay's count is updated from what it listed (an
-    /// empty relay leaves the set). Also the number of relays that hold
-    /// sockets.
+    /// Owner: the listing entries of every relay and scene object that
+    /// holds its sockets, each marked (by the holder) with its id in
+    /// `relay`; each relay's count is updated from what it listed (an empty
+    /// relay leaves the set). Also how many relays hold sockets.
     pub(super) async fn relay_listings(
         &self,
         now: u64,
     ) -> AppResult<(Vec<serde_json::Value>, usize)> {
-        let (character, indices) = self.with_core(now, |core| match &core.role {
-            Role::Owner { relays } => Ok((core.hub.character().clone(), relays.indices())),
-            Role::Relay { .. } => Ok((core.hub.character().clone(), Vec::new())),
-        })?;
-        let calls = indices.iter().map(|&i| {
-            let name = relay_name(&character, i);
-            async move {
-                let mut resp = self
-                    .to_relay(&name, path::SUBSCRIPTIONS, Method::Get)
-                    .await?;
-                let body: serde_json::Value = resp.json().await?;
-                AppResult::Ok(body)
-            }
+        let holders = self.holders(now)?;
+        let calls = holders.iter().map(|h| async move {
+            let mut resp = self
+                .to_holder(h, path::SUBSCRIPTIONS, Method::Get, None)
+                .await?;
+            let body: serde_json::Value = resp.json().await?;
+            AppResult::Ok(body)
         });
         let answers = join_all(calls).await;
         let mut entries = Vec::new();
         let mut serving = 0;
         self.with_core(now, |core| {
-            for (i, answer) in indices.iter().zip(answers) {
+            for (h, answer) in holders.iter().zip(answers) {
                 let list = match answer {
                     Ok(body) => body["subscribers"].as_array().cloned().unwrap_or_default(),
                     Err(e) => {
-                        console_error!("listing relay {i}: {}", e.message());
+                        console_error!("listing {}: {}", h.name, e.message());
                         continue;
                     }
                 };
-                if !list.is_empty() {
-                    serving += 1;
-                }
-                if let Role::Owner { relays } = &mut core.role {
-                    if relays.counted(*i, list.len()) {
-                        core.store.drop_relay(*i)?;
+                if let (Some(i), Role::Owner { relays }) = (h.relay, &mut core.role) {
+                    if !list.is_empty() {
+                        serving += 1;
+                    }
+                    if relays.counted(i, list.len()) {
+                        core.store.drop_relay(i)?;
                     }
                 }
                 entries.extend(list);
@@ -206,18 +200,15 @@ impl Character {
     }
 
     /// Owner: a kick for a client none of its own sockets has, tried on
-    /// each relay; the first relay that had it answers.
+    /// each relay and scene object; the first that had it answers.
     pub(super) async fn kick_on_relays(
         &self,
         now: u64,
         client_id: &str,
     ) -> AppResult<Option<Response>> {
-        let (character, indices) = self.relays_now(now)?;
         let at = format!("{}{client_id}", path::KICK_PREFIX);
-        for i in indices {
-            let resp = self
-                .to_relay(&relay_name(&character, i), &at, Method::Delete)
-                .await?;
+        for h in self.holders(now)? {
+            let resp = self.to_holder(&h, &at, Method::Delete, None).await?;
             if resp.status_code() == 200 {
                 return Ok(Some(resp));
             }
@@ -225,21 +216,17 @@ impl Character {
         Ok(None)
     }
 
-    /// Owner: a revocation passed on to every relay; the sockets they closed.
+    /// Owner: a revocation passed on to every relay and scene object; the
+    /// sockets they closed.
     pub(super) async fn revoke_on_relays(&self, now: u64, user: &str) -> AppResult<usize> {
-        let (character, indices) = self.relays_now(now)?;
+        let holders = self.holders(now)?;
         let body = serde_json::json!({ "user": user }).to_string();
-        let calls = indices.iter().map(|&i| {
-            let name = relay_name(&character, i);
-            let body = body.clone();
+        let calls = holders.iter().map(|h| {
+            let body = body.as_str();
             async move {
-                let mut resp = post_to_name(
-                    &self.env,
-                    &name,
-                    path::REVOKE,
-                    &wasm_bindgen::JsValue::from_str(&body),
-                )
-                .await?;
+                let mut resp = self
+                    .to_holder(h, path::REVOKE, Method::Post, Some(body))
+                    .await?;
                 let answer: routing::wire::RevokeAnswer = resp.json().await?;
                 AppResult::Ok(answer.closed)
             }
@@ -248,26 +235,67 @@ impl Character {
         for answer in join_all(calls).await {
             match answer {
                 Ok(n) => closed += n,
-                Err(e) => console_error!("revoking on a relay: {}", e.message()),
+                Err(e) => console_error!("revoking on a relay or scene: {}", e.message()),
             }
         }
         Ok(closed)
     }
 
-    fn relays_now(&self, now: u64) -> AppResult<(routing::topic::CharacterId, Vec<u32>)> {
+    /// Owner: the other objects holding sockets of this character, relays
+    /// first, then the scene objects it feeds.
+    fn holders(&self, now: u64) -> AppResult<Vec<Holder>> {
         self.with_core(now, |core| match &core.role {
-            Role::Owner { relays } => Ok((core.hub.character().clone(), relays.indices())),
-            Role::Relay { .. } => Ok((core.hub.character().clone(), Vec::new())),
+            Role::Owner { relays } => {
+                let character = core.hub.character();
+                let mut out: Vec<Holder> = relays
+                    .indices()
+                    .into_iter()
+                    .map(|i| Holder {
+                        name: relay_name(character, i),
+                        relay: Some(i),
+                    })
+                    .collect();
+                for slot in relays.scenes.slots() {
+                    if let Some(feed) = relays.scenes.get(slot) {
+                        out.push(Holder {
+                            name: feed.name.clone(),
+                            relay: None,
+                        });
+                    }
+                }
+                Ok(out)
+            }
+            Role::Relay { .. } => Ok(Vec::new()),
         })
     }
 
-    async fn to_relay(&self, name: &str, at: &str, method: Method) -> AppResult<Response> {
+    async fn to_holder(
+        &self,
+        h: &Holder,
+        at: &str,
+        method: Method,
+        body: Option<&str>,
+    ) -> AppResult<Response> {
         let mut init = RequestInit::new();
         init.with_method(method);
-        let req = Request::new_with_init(&format!("https://relay{at}"), &init)?;
-        req.headers().set(H_CHARACTER, name)?;
-        Ok(named_stub(&self.env, name)?.fetch_with_request(req).await?)
+        if let Some(body) = body {
+            init.with_body(Some(wasm_bindgen::JsValue::from_str(body)));
+        }
+        let req = Request::new_with_init(&format!("https://holder{at}"), &init)?;
+        req.headers().set(H_CHARACTER, &h.name)?;
+        let stub = match h.relay {
+            Some(_) => named_stub(&self.env, &h.name)?,
+            None => self.env.durable_object("SCENES")?.get_by_name(&h.name)?,
+        };
+        Ok(stub.fetch_with_request(req).await?)
     }
+}
+
+/// An object other than the character's own that holds its sockets: a
+/// relay (with its number) or a scene object (`relay: None`).
+struct Holder {
+    name: String,
+    relay: Option<u32>,
 }
 
 /// Owner: brings relay `index` up to this object's seq, one request at a
@@ -306,6 +334,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
                                 lost,
                                 rows: rows_value(&rows),
                                 character: None,
+                                presence: Vec::new(),
                             };
                             let body: Rc<str> = serde_json::to_string(&body)
                                 .map_err(|e| worker::Error::RustError(e.to_string()))?
@@ -337,7 +366,7 @@ pub async fn feed(shared: &Shared, env: &Env, index: u32) -> worker::Result<()> 
             return Ok(());
         };
         match answer {
-            Ok(FeedAnswer { last, sockets }) => {
+            Ok(FeedAnswer { last, sockets, .. }) => {
                 if relays.answered(index, last, sockets) {
                     core.store.drop_relay(index)?;
                     return Ok(());

@@ -59,6 +59,7 @@ impl Character {
             }
             (Method::Get, path::REPLAY) => self.replay_for_relay(now, &pairs).await,
             (Method::Post, path::SCENE_JOIN) => self.scene_join(now, &mut req).await,
+            (Method::Post, path::SCENE_LOG) => self.scene_log(now, &mut req).await,
             (Method::Get, path::SUBSCRIPTIONS) => self.subscriptions(now).await,
             (Method::Get, path::LOGS) => self.log_tail(now, &pairs),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
@@ -387,11 +388,19 @@ impl Character {
         }
     }
 
-    /// The admin listing: this object's sockets and every relay's, each
-    /// entry with `relay` (null here), and `relays`: how many relays hold
-    /// sockets of the character.
+    /// The admin listing: this object's sockets and every relay's and scene
+    /// object's, each entry with `relay` (null here), and `relays`: how many
+    /// relays hold sockets of the character.
     async fn subscriptions(&self, now: u64) -> AppResult<Response> {
         let (relayed, relays) = self.relay_listings(now).await?;
+        let scene_sockets = relayed
+            .iter()
+            .filter(|s| {
+                s["relay"]
+                    .as_str()
+                    .is_some_and(routing::scene::is_scene_name)
+            })
+            .count();
         self.with_core(now, |core| {
             let mut subscribers = own_entries(core);
             subscribers.extend(relayed);
@@ -408,15 +417,12 @@ impl Character {
                     super::core::Role::Relay { .. } => 0,
                 },
                 // Scene objects this object feeds, and the sockets they
-                // held at their last feed answers (not listed one by one).
+                // hold now (each listed in `subscribers` too).
                 "scenes": match &core.role {
                     super::core::Role::Owner { relays } => relays.scenes.len(),
                     super::core::Role::Relay { .. } => 0,
                 },
-                "scene_sockets": match &core.role {
-                    super::core::Role::Owner { relays } => relays.scenes.sockets(),
-                    super::core::Role::Relay { .. } => 0,
-                },
+                "scene_sockets": scene_sockets,
                 "subscribers": subscribers,
                 "archive": {
                     "unarchived": unarchived(core.archived_through, core.hub.seq()),

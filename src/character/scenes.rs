@@ -9,8 +9,13 @@ use routing::catalogue::MAX_FEED_ROWS;
 use routing::hub::StoredCommand;
 use routing::scene::is_scene_name;
 use routing::scene_feeds::MAX_SCENE_FEEDS;
-use routing::wire::{path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin};
+use routing::wire::{
+    path, FeedAnswer, FeedBody, JoinAnswer, SceneJoin, SceneLog, MAX_SCENE_LOG_EVENTS,
+};
 use worker::{Env, Request, Response};
+
+use routing::hub::Input;
+use routing::protocol::PresenceEvent;
 
 use super::core::{Role, Shared, CHARACTER_FULL_RETRY_SECS};
 use super::relays::{feed_answer, FEED_ROUNDS};
@@ -39,9 +44,15 @@ impl Character {
                 retained: Some(rows_value(&retained)),
                 retained_rev: core.hub.retained().rev().unwrap_or(0),
             };
+            let owner_sockets = core.hub.subscriber_count();
+            let max = core.config.max_subscribers;
             let Role::Owner { relays } = &mut core.role else {
                 return Err(AppError::internal("a relay feeds no scene"));
             };
+            // Scene sockets count towards `MAX_SUBSCRIBERS` like any other.
+            if relays.is_full(owner_sockets, max) {
+                return Err(AppError::character_full(max, CHARACTER_FULL_RETRY_SECS));
+            }
             let Some((slot, new)) = relays.scenes.join(&body.scene, answer.seq) else {
                 return Err(AppError::character_full(
                     MAX_SCENE_FEEDS,
@@ -51,9 +62,60 @@ impl Character {
             if new {
                 core.store.add_scene(&body.scene)?;
             }
+            core.sync_scenes();
             core.request(Task::FeedScene(slot));
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)
+        })
+    }
+
+    /// Owner: connects and disconnects of a scene's sockets, logged here as
+    /// this character's events (as if its own sockets'). Only those two
+    /// kinds, of this character, at most `MAX_SCENE_LOG_EVENTS` a request.
+    pub(super) async fn scene_log(&self, now: u64, req: &mut Request) -> AppResult<Response> {
+        let body: SceneLog = req
+            .json()
+            .await
+            .map_err(|e| AppError::bad_request(format!("scene log body: {e}")))?;
+        if !is_scene_name(&body.scene) || body.events.len() > MAX_SCENE_LOG_EVENTS {
+            return Err(AppError::bad_request("not a scene object's log"));
+        }
+        self.with_core(now, |core| {
+            let me = core.hub.character().as_str();
+            let fits = |e: &routing::events::LogEvent| {
+                matches!(e.event.as_str(), "connect" | "disconnect")
+                    && e.character.as_deref() == Some(me)
+            };
+            if !body.events.iter().all(fits) {
+                return Err(AppError::bad_request("not this character's scene events"));
+            }
+            for e in &body.events {
+                core.log(e);
+            }
+            core.settle_log();
+            // Their joins and leaves, for presence.
+            if let Role::Owner { relays } = &mut core.role {
+                relays.scenes.told(&body.scene, body.sockets, body.presence);
+            }
+            core.sync_scenes();
+            for e in body.events {
+                let event = match e.event.as_str() {
+                    "connect" => PresenceEvent::Join,
+                    _ => PresenceEvent::Leave,
+                };
+                let Some(client_id) = e.client_id else {
+                    continue;
+                };
+                core.feed(
+                    now,
+                    Input::ScenePresence {
+                        event,
+                        client_id,
+                        user: e.user,
+                    },
+                );
+            }
+            Ok(json_response(200, "{}")?)
         })
     }
 }
@@ -68,7 +130,7 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             let Some(core) = guard.as_mut() else {
                 return Ok(());
             };
-            let Role::Owner { relays } = &core.role else {
+            let Role::Owner { relays } = &mut core.role else {
                 return Ok(());
             };
             let seq = core.hub.seq();
@@ -82,16 +144,20 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             let lost = after < core.archived_through;
             let after = after.max(core.archived_through);
             let rows = core.store.after(after, MAX_FEED_ROWS)?;
+            let name = scene.name.clone();
+            let joins = scene.joins;
+            let presence = relays.scenes.take_presence(slot);
             let body = FeedBody {
                 epoch: core.hub.epoch().to_string(),
                 after,
                 lost,
                 rows: rows_value(&rows),
                 character: Some(core.hub.character().as_str().to_string()),
+                presence: presence.iter().map(|f| f.to_string()).collect(),
             };
             let body = serde_json::to_string(&body)
                 .map_err(|e| worker::Error::RustError(e.to_string()))?;
-            (scene.name.clone(), scene.joins, body)
+            (name, joins, body)
         };
         let (name, joins, body) = next;
         let answer = post_to_scene(
@@ -110,8 +176,17 @@ pub async fn feed_scene(shared: &Shared, env: &Env, slot: u32) -> worker::Result
             return Ok(());
         };
         match answer {
-            Ok(FeedAnswer { last, sockets }) => {
-                if let Some(gone) = relays.scenes.answered(slot, last, sockets, joins) {
+            Ok(FeedAnswer {
+                last,
+                sockets,
+                presence,
+            }) => {
+                let left = relays.scenes.answered(slot, last, sockets, joins);
+                if left.is_none() {
+                    relays.scenes.told(&name, sockets, presence);
+                }
+                core.sync_scenes();
+                if let Some(gone) = left {
                     core.store.drop_scene(&gone)?;
                     return Ok(());
                 }

@@ -106,7 +106,9 @@ impl Character {
             page_size,
             storage,
         );
-        // Relays fed before the restart: a probe each finds where it is.
+        // Relays fed before the restart: a probe each finds where it is
+        // (a scene's answer also says whether it holds presence sockets).
+        core.sync_scenes();
         core.feed_relays();
         // Events buffered before the restart: their flush deadline (the
         // alarm, armed when this event settles) counts from the oldest.

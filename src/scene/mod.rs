@@ -6,21 +6,26 @@
 //! character's place (epoch, last applied seq) is kept in SQLite (meta
 //! `f:<character>`), the scene's list in meta `scene_characters`, each
 //! socket's client in its attachment, so the object wakes where it was.
+//! Its sockets are reported to the registry and their connects and
+//! disconnects sent to the characters' event logs (`tasks`).
 
 mod serve;
+mod tasks;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use routing::events::Event;
 use routing::hub::{ClientKey, Gone};
 use routing::relay::Follower;
 use routing::scene::characters_key;
 use routing::scene_hub::{SceneEffect, SceneHub};
+use routing::tasks::Scheduler;
 use routing::topic::CharacterId;
 use worker::{
-    console_error, durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage,
+    console_error, durable_object, DurableObject, Env, Request, Response, Result, State, Storage,
+    WebSocket, WebSocketIncomingMessage,
 };
 
 use crate::character::attachment;
@@ -28,8 +33,11 @@ use crate::character::{now_ms, random_hex};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::store::Store;
+use tasks::SceneTask;
 
 type AppResult<T> = std::result::Result<T, AppError>;
+/// The scene's state, shared with its deferred tasks.
+pub type SharedScene = Rc<RefCell<Option<SceneCore>>>;
 
 /// Meta key of the scene's characters (sorted, comma-joined).
 const CHARACTERS_KEY: &str = "scene_characters";
@@ -38,7 +46,7 @@ const CHARACTERS_KEY: &str = "scene_characters";
 pub struct Scene {
     state: State,
     env: Env,
-    core: Rc<RefCell<Option<SceneCore>>>,
+    core: SharedScene,
 }
 
 pub struct SceneCore {
@@ -53,6 +61,14 @@ pub struct SceneCore {
     alarm_at: Option<u64>,
     /// Client publishes to send to their characters' objects.
     to_publish: Vec<SceneEffect>,
+    /// For arming the alarm from deferred tasks too.
+    storage: Rc<Storage>,
+    tasks: Scheduler<SceneTask>,
+    /// A registry report is asked for.
+    report_wanted: bool,
+    report_version: u64,
+    /// Log events not yet sent to their characters' objects, oldest first.
+    events: Vec<(CharacterId, routing::events::LogEvent)>,
 }
 
 impl SceneCore {
@@ -83,8 +99,8 @@ impl SceneCore {
         Ok(())
     }
 
-    /// Applies the hub's effects in order.
-    fn apply(&mut self, effects: Vec<SceneEffect>) {
+    /// Applies the hub's effects in order; `now` stamps log events.
+    fn apply(&mut self, now: u64, effects: Vec<SceneEffect>) {
         let mut queue = effects;
         while !queue.is_empty() {
             let mut more = Vec::new();
@@ -118,6 +134,22 @@ impl SceneCore {
                         }
                     }
                     publish @ SceneEffect::Publish { .. } => self.to_publish.push(publish),
+                    SceneEffect::Log {
+                        kind,
+                        client_id,
+                        user,
+                    } => {
+                        let event = Event {
+                            ts: now,
+                            kind,
+                            client_id: Some(client_id),
+                            user,
+                        };
+                        for c in self.hub.characters() {
+                            self.queue_event(&c, event.to_log(c.as_str()));
+                        }
+                    }
+                    SceneEffect::SubscribersChanged => self.report_wanted = true,
                 }
             }
             queue = more;
@@ -152,7 +184,7 @@ impl DurableObject for Scene {
         let result = self.with_core(|core| {
             core.alarm_at = None;
             let effects = core.hub.timeout(now);
-            core.apply(effects);
+            core.apply(now, effects);
             Ok(())
         });
         if let Err(e) = result {
@@ -179,7 +211,7 @@ impl DurableObject for Scene {
                 WebSocketIncomingMessage::Binary(_) => String::from("binary"),
             };
             let effects = core.hub.text(client, &text);
-            core.apply(effects);
+            core.apply(now, effects);
             Ok(())
         });
         if let Err(e) = result {
@@ -267,27 +299,44 @@ impl Scene {
                 .unwrap_or_default();
             streams.push((c, Follower::new(epoch, last)));
         }
+        let config = Config::cached(&self.env);
         let mut core = SceneCore {
-            hub: SceneHub::new(streams),
+            hub: SceneHub::new(streams).with_refresh(config.registry_lease_ms / 2),
             name,
             store,
-            config: Config::cached(&self.env),
+            config,
             sockets: HashMap::new(),
             next_key: 1,
             pending: 0,
             alarm_at: None,
             to_publish: Vec::new(),
+            storage: Rc::new(self.state.storage()),
+            tasks: Scheduler::default(),
+            report_wanted: false,
+            report_version: 0,
+            events: Vec::new(),
         };
+        let mut restored = 0usize;
         for ws in self.state.get_websockets() {
             match attachment::restore(&ws, &core.store) {
                 Some((info, expires_at)) => {
                     let key = core.add_socket(ws);
                     core.hub.restore(key, info, expires_at);
+                    restored += 1;
                 }
                 None => {
                     let _ = ws.close(Some(1011), Some("state lost; reconnect"));
                 }
             }
+        }
+        // A scene that was listed reports on wake: after its runtime died
+        // its entries may name sockets that are gone.
+        core.report_wanted = restored > 0 || tasks::listed(&core);
+        if restored > 0 {
+            worker::console_log!(
+                "scene {}: woke with {restored} sockets, restored from their attachments",
+                core.name
+            );
         }
         *self.core.borrow_mut() = Some(core);
         Ok(())
@@ -298,7 +347,7 @@ impl Scene {
         let result = self.with_core(|core| {
             if let Some(client) = core.key_of(&ws) {
                 let effects = core.hub.gone(client, how);
-                core.apply(effects);
+                core.apply(now, effects);
             }
             Ok(())
         });
@@ -308,9 +357,9 @@ impl Scene {
         self.settle(now).await;
     }
 
-    /// After every event: send client publishes on, keep the alarm at the
-    /// next token expiry.
-    async fn settle(&self, _now: u64) {
+    /// After every event: send client publishes on, start the reports and
+    /// log sends asked for, keep the alarm at the next deadline.
+    async fn settle(&self, now: u64) {
         let publishes = match self.core.borrow_mut().as_mut() {
             Some(core) => std::mem::take(&mut core.to_publish),
             None => return,
@@ -318,29 +367,8 @@ impl Scene {
         for p in publishes {
             serve::forward_publish(Rc::clone(&self.core), self.env.clone(), p);
         }
-        let (wanted, current) = match self.core.borrow().as_ref() {
-            Some(core) => (core.hub.poll_timeout(), core.alarm_at),
-            None => return,
-        };
-        if wanted == current {
-            return;
-        }
-        let storage = self.state.storage();
-        let result = match wanted {
-            Some(at) => {
-                let delay = std::time::Duration::from_millis(at.saturating_sub(now_ms()));
-                storage.set_alarm(delay).await
-            }
-            None => storage.delete_alarm().await,
-        };
-        match result {
-            Ok(()) => {
-                if let Some(core) = self.core.borrow_mut().as_mut() {
-                    core.alarm_at = wanted;
-                }
-            }
-            Err(e) => console_error!("scene alarm: {e}"),
-        }
+        tasks::start_queued(&self.core, &self.env);
+        tasks::sync_alarm(&self.core, now).await;
     }
 }
 

@@ -10,7 +10,7 @@ use routing::archive::rows_value;
 use routing::hub::{ClientInfo, Resume, StoredCommand};
 use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::{query_pairs, split_url};
-use routing::scene::parse_scene_query;
+use routing::scene::{next_shard, parse_scene_query, MAX_SCENE_SHARDS};
 use routing::scene_hub::SceneEffect;
 use routing::topic::{CharacterId, TopicFilter};
 use routing::wire::{
@@ -21,8 +21,9 @@ use worker::{console_error, Env, Method, Request, Response, WebSocketPair};
 
 use super::{new_client_id, AppResult, Scene, SceneCore};
 use crate::character::attachment;
+use crate::character::CHARACTER_FULL_RETRY_SECS;
 use crate::error::{json_response, AppError};
-use crate::forward::post_to_name;
+use crate::forward::{post_to_name, upgrade_to_scene};
 
 fn owner_err(e: AppError) -> AppError {
     AppError::internal(format!("a character's object: {}", e.message()))
@@ -38,18 +39,19 @@ impl Scene {
             (Method::Get, path::SUBSCRIBE) => {
                 let headers = req.headers();
                 let facts = SubscribeFacts::from_headers(|n| headers.get(n).ok().flatten());
-                self.subscribe(now, hint.as_deref(), &pairs, facts).await
+                self.subscribe(now, hint.as_deref(), &raw_url, &pairs, facts)
+                    .await
             }
             (Method::Post, path::FEED) => {
                 self.ensure_core(hint.as_deref(), None)?;
-                self.feed(&mut req).await
+                self.feed(now, &mut req).await
             }
             (Method::Get, path::SUBSCRIPTIONS) => self.listing(),
             (Method::Delete, p) if p.starts_with(path::KICK_PREFIX) => {
                 let id = p[path::KICK_PREFIX.len()..].to_string();
                 self.with_core(|core| {
                     let (effects, found) = core.hub.kick(&id);
-                    core.apply(effects);
+                    core.apply(now, effects);
                     if found {
                         Ok(json_response(200, r#"{"disconnected":true}"#)?)
                     } else {
@@ -64,7 +66,7 @@ impl Scene {
                 let user = body["user"].as_str().unwrap_or_default().to_string();
                 self.with_core(|core| {
                     let (effects, closed) = core.hub.revoke(&user);
-                    core.apply(effects);
+                    core.apply(now, effects);
                     let body = serde_json::json!({ "closed": closed }).to_string();
                     Ok(json_response(200, &body)?)
                 })
@@ -73,22 +75,34 @@ impl Scene {
         }
     }
 
+    /// A subscribe: admitted here, or, when this object holds
+    /// `FANOUT_LIMIT` sockets, forwarded to the next shard of the scene
+    /// (whose 101 is passed back).
     async fn subscribe(
         &self,
         now: u64,
         hint: Option<&str>,
+        url: &str,
         pairs: &[(String, String)],
         facts: SubscribeFacts,
     ) -> AppResult<Response> {
         let query = parse_scene_query(pairs)?;
         self.ensure_core(hint, Some(&query.characters))?;
-        let name = self.with_core(|core| {
-            if core.hub.subscriber_count() + core.pending >= core.config.fanout_limit {
-                return Err(AppError::character_full(core.config.fanout_limit, 5));
+        let (name, full) = self.with_core(|core| {
+            let full = core.hub.subscriber_count() + core.pending >= core.config.fanout_limit;
+            if !full {
+                core.pending += 1;
             }
-            core.pending += 1;
-            Ok(core.name.clone())
+            Ok((core.name.clone(), full))
         })?;
+        if full {
+            let Some(next) = next_shard(&name) else {
+                let most =
+                    MAX_SCENE_SHARDS as usize * self.with_core(|c| Ok(c.config.fanout_limit))?;
+                return Err(AppError::character_full(most, CHARACTER_FULL_RETRY_SECS));
+            };
+            return upgrade_to_scene(&self.env, &next, url, &facts.headers()).await;
+        }
         let result = self.admit(now, &name, &query, facts).await;
         // The same turn as the accept: no await since.
         self.with_core(|core| {
@@ -122,9 +136,9 @@ impl Scene {
                 .await
                 .map_err(owner_err)?;
                 if resp.status_code() == 503 {
-                    return Err(AppError::character_full(
-                        routing::scene_feeds::MAX_SCENE_FEEDS,
-                        5,
+                    return Err(AppError::character_full_of(
+                        c.as_str(),
+                        CHARACTER_FULL_RETRY_SECS,
                     ));
                 }
                 if resp.status_code() != 200 {
@@ -144,7 +158,7 @@ impl Scene {
             let held = core.hub.subscriber_count() > 0;
             for (c, answer) in placed {
                 let (effects, moved) = core.hub.join(&c, &answer.epoch, answer.seq, held);
-                core.apply(effects);
+                core.apply(now, effects);
                 if moved {
                     core.save_place(&c)?;
                 }
@@ -190,7 +204,7 @@ impl Scene {
             client_id: new_client_id(),
             user: facts.user,
             topics: query.topics.clone(),
-            presence: false,
+            presence: query.presence,
             connected_at: now,
             can_publish: facts.can_publish,
         };
@@ -235,7 +249,7 @@ impl Scene {
             attachment::store(&pair.server, &info.client_id, &encoded, &core.store)?;
             let key = core.add_socket(pair.server.clone());
             let effects = core.hub.connect(key, info, facts.expires_ms, resumes);
-            core.apply(effects);
+            core.apply(now, effects);
             worker::console_log!(
                 "scene {}: socket accepted, {} held",
                 core.name,
@@ -247,7 +261,7 @@ impl Scene {
     }
 
     /// Rows of one character from its object.
-    async fn feed(&self, req: &mut Request) -> AppResult<Response> {
+    async fn feed(&self, now: u64, req: &mut Request) -> AppResult<Response> {
         let body: FeedBody = req
             .json()
             .await
@@ -268,7 +282,9 @@ impl Scene {
                     let (effects, last) =
                         core.hub
                             .feed(c, &body.epoch, body.after, body.lost, rows, holding);
-                    core.apply(effects);
+                    core.apply(now, effects);
+                    let effects = core.hub.presence_frames(c, &body.presence);
+                    core.apply(now, effects);
                     let after = core
                         .hub
                         .follower(c)
@@ -279,6 +295,7 @@ impl Scene {
                     last.map(|last| FeedAnswer {
                         last,
                         sockets: core.hub.subscriber_count() + core.pending,
+                        presence: core.hub.presence_held(),
                     })
                 }
                 None => None,
@@ -287,6 +304,7 @@ impl Scene {
             let answer = answer.unwrap_or(FeedAnswer {
                 last: 0,
                 sockets: 0,
+                presence: false,
             });
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)
@@ -299,11 +317,15 @@ impl Scene {
                 .hub
                 .clients()
                 .map(|(_, c)| {
+                    // The shape of the character's listing entries; `relay`
+                    // is this scene object's name.
                     serde_json::json!({
                         "client_id": c.client_id,
                         "user": c.user,
-                        "topics": c.topics,
+                        "topics": c.topics.iter().map(TopicFilter::as_str).collect::<Vec<_>>(),
+                        "presence": c.presence,
                         "connected_at": c.connected_at,
+                        "relay": core.name,
                     })
                 })
                 .collect();

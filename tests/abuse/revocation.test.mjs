@@ -23,7 +23,13 @@ const token = (sub, role = "subscriber") => makeJwt({ sub, exp: nowS() + 600, ro
 const call = (method, path, headers = {}, body) => http(server.url, method, path, body, headers);
 
 function open(character, sub) {
-  const ws = new WebSocket(`${server.url.replace(/^http/, "ws")}/v1/characters/${character}/subscribe?token=${token(sub)}`, { closeTimeout: 500 });
+  return openAt(`/v1/characters/${character}/subscribe?token=${token(sub)}`);
+}
+/** A scene socket on `characters` (comma-separated). */
+const openScene = (characters, sub) => openAt(`/v1/subscribe?characters=${characters}&token=${token(sub)}`);
+
+function openAt(path) {
+  const ws = new WebSocket(`${server.url.replace(/^http/, "ws")}${path}`, { closeTimeout: 500 });
   sockets.push(ws);
   const s = { ws, frames: [], closed: null, status: null };
   ws.on("message", (d) => s.frames.push(JSON.parse(d.toString())));
@@ -86,4 +92,27 @@ test("revoking a user closes its sockets on every character with 4003 and refuse
   await sleep(Math.max(0, lift - Date.now()) + 200);
   const back = open(a, "u1");
   assert.equal(await back.ready, 101);
+});
+
+test("a revocation reaches scene sockets (4003), counted once however many characters the scene has", { timeout: 60_000 }, async () => {
+  const run = Date.now().toString(36);
+  const [a, b] = [`rsc-a-${run}`, `rsc-b-${run}`];
+  // Scene sockets only: no socket on either character's own object.
+  const gone = openScene(`${a},${b}`, "u3"), stays = openScene(`${a},${b}`, "u4");
+  assert.deepEqual(await Promise.all([gone.ready, stays.ready]), [101, 101]);
+  const admin = { "x-api-key": KEY };
+  // The scene object reports its sockets under each character.
+  await until(async () => {
+    const list = (await call("GET", "/v1/admin/subscriptions", admin)).json.characters;
+    return [a, b].every((c) => list.find((e) => e.character === c)?.subscribers === 2);
+  }, 5_000, "both characters listed with the scene's sockets");
+  const r = await call("POST", "/v1/admin/revocations", admin, { user: "u3", for_ms: 2_000 });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.equal(r.json.closed, 1);
+  assert.ok(r.json.characters >= 2);
+  await until(() => gone.closed, 5_000, "u3's scene socket closed");
+  assert.equal(gone.closed, 4003);
+  assert.equal(stays.closed, null, "another user's scene socket stays");
+  // Refused before the upgrade while revoked.
+  assert.equal(await openScene(`${a},${b}`, "u3").ready, 401);
 });

@@ -2,19 +2,7 @@
 // kicking a client (4010), and the event log in KV. Auth is off here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { http, subscribe, uniqueCharacter, sleep, assertError } from "./helpers.mjs";
-
-/** Polls fn until pred holds (the listing is eventually consistent within ~1 s). */
-async function eventually(fn, pred, ms = 3000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (pred(last)) return last;
-    await sleep(100);
-  }
-  return last;
-}
+import { http, subscribe, uniqueCharacter, sleep, assertError, eventually } from "./helpers.mjs";
 
 const entryOf = (listing, c) => listing.json?.characters?.find((x) => x.character === c);
 

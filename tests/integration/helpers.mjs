@@ -43,6 +43,18 @@ export async function http(method, path, { body, headers = {}, raw } = {}) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `fn` until `pred` holds of its answer; the last answer after `ms` either way. */
+export async function eventually(fn, pred, ms = 3000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (pred(last)) return last;
+    await sleep(100);
+  }
+  return last;
+}
+
 /**
  * Opens a subscriber socket and records every frame it receives.
  * Resolves once the `welcome` frame has arrived.

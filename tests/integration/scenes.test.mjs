@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import {
-  http, uniqueCharacter, sleep, assertError, makeJwt, nowS, tryUpgrade, track, WS_BASE, WS_OPTIONS,
+  http, uniqueCharacter, sleep, assertError, makeJwt, nowS, tryUpgrade, track, WS_BASE, WS_OPTIONS, eventually,
 } from "./helpers.mjs";
 
 const publish = (character, body) => http("POST", `/v1/characters/${character}/commands`, { body });
@@ -15,7 +15,8 @@ const publish = (character, body) => http("POST", `/v1/characters/${character}/c
 async function scene(query, base = WS_BASE) {
   const qs = Object.entries(query).map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%2C/g, ",").replace(/%3A/g, ":")}`).join("&");
   const ws = track(new WebSocket(`${base}/v1/subscribe?${qs}`, WS_OPTIONS));
-  const client = { ws, frames: [], waiters: [] };
+  const client = { ws, frames: [], waiters: [], closed: null };
+  ws.on("close", (code) => { client.closed = code; });
   ws.on("message", (data) => {
     client.frames.push(JSON.parse(data.toString()));
     for (const w of [...client.waiters]) w();
@@ -138,7 +139,7 @@ test("bad scene queries are 400 before any upgrade", async () => {
     "characters=a,b&since=a:x",
     "characters=a,b&since=z:1",
     "characters=a&epoch=a:",
-    "characters=a&presence=true",
+    "characters=a&presence=yes",
     "characters=bad%20name",
     "",
   ]) {
@@ -168,6 +169,118 @@ test("two viewers of the same scene share one scene object", async () => {
   assert.equal(listing.scene_sockets, 2);
   await one.close();
   await two.close();
+});
+
+/** Polls `fn` until `pred` holds of its answer (or fails after `ms`). */
+async function until(fn, pred, ms = 5000) {
+  const last = await eventually(fn, pred, ms);
+  if (!pred(last)) assert.fail(`timed out; last: ${JSON.stringify(last?.json ?? last).slice(0, 1500)}`);
+  return last;
+}
+
+test("admin reaches scene sockets: listed one by one, counted under each character, kicked with 4010", async () => {
+  const [a, b] = ["aa", "ab"].map((p) => uniqueCharacter(p));
+  const own = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe`, WS_OPTIONS));
+  await new Promise((r, j) => { own.once("message", r); own.once("error", j); });
+  const s = await scene({ characters: `${a},${b}`, topics: "face,body.*" });
+  const id = s.frames[0].client_id;
+  // Per character: the scene-held socket is an entry of its own, `relay`
+  // naming the scene object; `scene_sockets` counts it.
+  for (const ch of [a, b]) {
+    const listing = (await http("GET", `/v1/admin/characters/${ch}/subscriptions`)).json;
+    const entry = listing.subscribers.find((e) => e.client_id === id);
+    assert.ok(entry, `${ch}: ${JSON.stringify(listing)}`);
+    assert.match(entry.relay, /^~s[0-9a-f]{16}$/);
+    assert.deepEqual([...entry.topics].sort(), ["body.*", "face"]);
+    assert.equal(entry.presence, false);
+    assert.equal(entry.user, null);
+    assert.equal(typeof entry.connected_at, "number");
+    assert.equal(listing.scenes, 1);
+    assert.equal(listing.scene_sockets, 1);
+    assert.equal(listing.subscribers.length, ch === a ? 2 : 1);
+  }
+  // Across characters: the registry counts it under both (reports are
+  // coalesced over 200 ms).
+  const all = await until(() => http("GET", "/v1/admin/subscriptions"), (r) => {
+    const got = Object.fromEntries(r.json.characters.map((c) => [c.character, c]));
+    return got[a]?.subscribers === 2 && got[b]?.subscribers === 1;
+  });
+  const entryB = all.json.characters.find((c) => c.character === b);
+  assert.deepEqual(entryB.topics, { "body.*": 1, face: 1 });
+  // Kick through either character: closed with 4010, gone from the listing.
+  const kicked = await http("DELETE", `/v1/admin/characters/${b}/subscriptions/${id}`);
+  assert.equal(kicked.status, 200, kicked.text);
+  assert.deepEqual(kicked.json, { disconnected: true });
+  await until(async () => s.closed, (c) => c !== null);
+  assert.equal(s.closed, 4010);
+  const again = await http("DELETE", `/v1/admin/characters/${a}/subscriptions/${id}`);
+  assertError(assert, again, 404, "not_found");
+  const after = (await http("GET", `/v1/admin/characters/${a}/subscriptions`)).json;
+  assert.equal(after.subscribers.length, 1);
+  assert.equal(after.scene_sockets, 0);
+  await until(() => http("GET", "/v1/admin/subscriptions"), (r) =>
+    !r.json.characters.some((c) => c.character === b) &&
+    r.json.characters.find((c) => c.character === a)?.subscribers === 1);
+  own.close();
+});
+
+test("connects and disconnects of scene sockets are in each character's event log", async () => {
+  const [a, b] = ["la", "lb"].map((p) => uniqueCharacter(p));
+  const s = await scene({ characters: `${a},${b}`, topics: "face" });
+  const id = s.frames[0].client_id;
+  await s.close();
+  for (const ch of [a, b]) {
+    const logs = await until(() => http("GET", `/v1/admin/logs?character=${ch}&limit=50`), (r) =>
+      r.status === 200 && r.json.events.filter((e) => e.client_id === id).length === 2);
+    const mine = logs.json.events.filter((e) => e.client_id === id);
+    // Newest first: the disconnect, then the connect; once each.
+    assert.deepEqual(mine.map((e) => e.event), ["disconnect", "connect"], ch);
+    assert.ok(mine.every((e) => e.character === ch));
+    assert.deepEqual(mine[1].detail, { topics: ["face"] });
+    assert.equal(mine[0].detail.reason, "closed by client");
+    assert.equal(mine[0].detail.code, 1005);
+  }
+});
+
+test("presence on scene sockets: joins and leaves of every character, with `character`, counted with scene sockets", async () => {
+  const [a, b] = ["qa", "qb"].map((p) => uniqueCharacter(p));
+  // A presence socket on a's own object.
+  const own = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe?presence=true`, WS_OPTIONS));
+  const ownFrames = [];
+  own.on("message", (d) => ownFrames.push(JSON.parse(d.toString())));
+  await new Promise((r, j) => { own.once("message", r); own.once("error", j); });
+  const presenceOf = (frames) => frames.filter((f) => f.type === "presence");
+  const watcher = await scene({ characters: `${a},${b}`, presence: "true" });
+  const wid = watcher.frames[0].client_id;
+  // a's own presence socket hears of the scene socket; count includes it.
+  const seen = await until(async () => presenceOf(ownFrames), (fs) => fs.some((f) => f.client_id === wid));
+  assert.deepEqual(seen.find((f) => f.client_id === wid), { type: "presence", event: "join", client_id: wid, user: null, count: 2 });
+  // Another scene socket (no presence): the watcher hears of it once per character.
+  const quiet = await scene({ characters: `${a},${b}` });
+  const qid = quiet.frames[0].client_id;
+  const joins = await watcher.waitFor((fs) => {
+    const got = presenceOf(fs).filter((f) => f.client_id === qid && f.event === "join");
+    return got.length === 2 && got;
+  });
+  assert.deepEqual(joins.map((f) => f.character).sort(), [a, b].sort());
+  assert.equal(joins.find((f) => f.character === a).count, 3);
+  assert.equal(joins.find((f) => f.character === b).count, 2);
+  // A socket on a's own object: the watcher hears of it for a only.
+  const plain = track(new WebSocket(`${WS_BASE}/v1/characters/${a}/subscribe`, WS_OPTIONS));
+  const pid = await new Promise((r, j) => { plain.once("message", (d) => r(JSON.parse(d.toString()).client_id)); plain.once("error", j); });
+  const pj = await watcher.waitFor((fs) => presenceOf(fs).find((f) => f.client_id === pid));
+  assert.deepEqual(pj, { type: "presence", event: "join", client_id: pid, user: null, count: 4, character: a });
+  // Leaves, from either kind of socket.
+  await quiet.close();
+  await watcher.waitFor((fs) => presenceOf(fs).filter((f) => f.client_id === qid && f.event === "leave").length === 2);
+  await until(async () => presenceOf(ownFrames), (fs) => fs.some((f) => f.client_id === qid && f.event === "leave"));
+  plain.close();
+  const pl = await watcher.waitFor((fs) => presenceOf(fs).find((f) => f.client_id === pid && f.event === "leave"));
+  assert.equal(pl.count, 2);
+  // Never its own join or leave.
+  assert.ok(!presenceOf(watcher.frames).some((f) => f.client_id === wid));
+  await watcher.close();
+  own.close();
 });
 
 const AUTH = process.env.GATEWAY_AUTH_URL;
