@@ -17,6 +17,12 @@ export interface Command {
   params: Record<string, unknown>;
   duration_ms: number | null;
   id: string | null;
+  /**
+   * True only in the retained commands sent after `welcome` (and in `state()`): the
+   * character's current state on that topic, with its original seq. False (or absent,
+   * from servers before v1.1) in live, batched, replayed and history frames.
+   */
+  retained?: boolean;
 }
 
 /** A command as published (request body, contract §2). */
@@ -28,6 +34,8 @@ export interface CommandInput {
   id?: string | null;
   /** Server time (ms since the Unix epoch) to start playing; within an hour of now. */
   at?: number | null;
+  /** Make it its topic's retained command, sent to every later subscriber (contract §8). */
+  retain?: boolean | null;
 }
 
 /** What `onGap` receives: commands after `since` up to `seq` may be missing. */
@@ -70,6 +78,12 @@ export interface CloseInfo {
 export interface CommandMeta {
   /** Replayed after a resume (or read from history to complete one). */
   replay: boolean;
+  /**
+   * A retained command (state to apply, sent after `welcome` of a connect without
+   * `since`; its seq may be long past). Delivered at once even with `sync`: never
+   * scheduled, never late. It moves neither `seq` nor `lastDeliveredSeq`.
+   */
+  retained: boolean;
   /** Sync only: already past due when it could be delivered; delivered at once. */
   late?: boolean;
   /** Sync only: how far past due it was delivered (0 when not late). */
@@ -173,6 +187,8 @@ export interface SubscribeOptions {
   /** Extra upgrade headers (Node `ws` only). */
   headers?: Record<string, string>;
   onCommand?: (cmd: Command, meta: CommandMeta) => void;
+  /** Deliver retained commands to `onCommand` (default true; false: ignore them). */
+  retained?: boolean;
   onGap?: (gap: GapInfo) => void;
   onState?: (state: ClientState, detail: StateDetail) => void;
   onFrame?: (frame: Record<string, unknown>) => void;
@@ -201,7 +217,9 @@ export interface Subscription {
   close(): void;
   /** Send a raw frame on the live socket (false when none is open). */
   send(frame: object | string): boolean;
+  /** The seq the client is caught up to (sent as `since` on reconnect); retained commands leave it alone. */
   readonly seq: number | null;
+  /** The seq of the last command given to `onCommand`, retained commands aside. */
   readonly lastDeliveredSeq: number | null;
   readonly epoch: string | null;
   readonly state: ClientState;
@@ -219,6 +237,8 @@ export interface PublishOptions {
   token?: string;
   apiKey?: string;
   apiKeyHeader?: string;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
   fetch?: typeof fetch;
   signal?: AbortSignal;
 }
@@ -243,3 +263,35 @@ export function serverTime(
   baseUrl: string | null | undefined,
   opts?: { fetch?: typeof fetch },
 ): Promise<number>;
+
+/** The answer of `GET /v1/characters/{c}/state`. */
+export interface StateResult {
+  character: string;
+  epoch: string;
+  /** The character's latest seq. */
+  seq: number;
+  /** Every retained command (`retained: true`), in seq order. */
+  retained: Command[];
+}
+
+/** A character's retained commands (`GET .../state`, subscriber rights). Rejects like `publish`. */
+export function state(
+  baseUrl: string | null | undefined,
+  character: string,
+  opts?: PublishOptions,
+): Promise<StateResult>;
+
+export interface ClearRetainedResult {
+  character: string;
+  topic: string;
+  /** False when the topic held no retained command (clearing is idempotent). */
+  cleared: boolean;
+}
+
+/** Clears a topic's retained command (`DELETE .../retained/{topic}`, publisher rights). Rejects like `publish`. */
+export function clearRetained(
+  baseUrl: string | null | undefined,
+  character: string,
+  topic: string,
+  opts?: PublishOptions,
+): Promise<ClearRetainedResult>;

@@ -24,9 +24,19 @@
 // local clock reaches each command's `at` (or `ts` + `playoutDelayMs` without one),
 // still in seq order. A command already past that time is delivered at once with
 // `late: true`. Types: client.d.ts.
+//
+// Retained commands (contract §8, docs/protocol.md "Retained commands"): a connect
+// without `since` (the first one, unless `since` was given) is followed by the
+// character's retained commands its filters match, `retained: true`, with their
+// original (older) seqs. They reach `onCommand` with `meta.retained: true`, at once
+// (state to apply, never held for synchronized playback), before any live command;
+// they never move the resume cursor (`seq`) nor count as duplicates of the live
+// stream. A reconnect resumes with `since` and so never receives them again.
+// `state()` reads them over HTTP, `clearRetained()` clears one, and `publish` takes
+// `retain: true` in a command.
 
 /**
- * A `command` frame (contract §2).
+ * A `command` frame (contract §2; `at` and `retained` from §8).
  * @typedef {object} Command
  * @property {"command"} type
  * @property {string} character
@@ -39,6 +49,8 @@
  * @property {Record<string, unknown>} params
  * @property {number|null} duration_ms
  * @property {string|null} id
+ * @property {boolean} [retained]  true only in the retained commands sent after `welcome`
+ *   (and in `state()`); false (or absent, before v1.1) everywhere else
  */
 
 /**
@@ -88,7 +100,11 @@
  * @property {(cmd: Command, meta: CommandMeta) => void} [onCommand] each new command,
  *   in seq order, exactly once; `replay` is true for commands replayed after a resume
  *   (including those fetched from history to complete a truncated resume). With `sync`
- *   on, called when the command is due on server time (see `SyncOptions`).
+ *   on, called when the command is due on server time (see `SyncOptions`). Retained
+ *   commands (after `welcome` of a connect without `since`) come first, at once, with
+ *   `retained: true`; their seqs are at or below the welcome's seq.
+ * @property {boolean} [retained] deliver retained commands to `onCommand` (default true;
+ *   false: ignore them)
  * @property {boolean|SyncOptions} [sync] synchronized playback on server time (off by default)
  * @property {() => number} [now] the local clock, ms since the Unix epoch (default
  *   `Date.now`); only the sync clock and scheduler read it, so tests can shift it
@@ -126,6 +142,9 @@
  * What `onCommand` receives beside the command.
  * @typedef {object} CommandMeta
  * @property {boolean} replay     replayed after a resume (or read from history to complete one)
+ * @property {boolean} retained   a retained command: the character's current state on
+ *   that topic, sent after `welcome` (original seq, possibly long past); delivered at once
+ *   even with `sync` (never scheduled, never `late`)
  * @property {boolean} [late]     sync only: the command's due time had passed when it
  *   could be delivered (it arrived too late, or waited for an earlier seq); delivered at once
  * @property {number} [lateByMs]  sync only: how far past its due time it was delivered (0 when not late)
@@ -153,6 +172,7 @@
  *   command's seq, or higher when the server confirmed nothing matching came in between
  *   (`welcome` of a fresh start, `recovered`); sent as `since` on reconnect
  * @property {number|null} lastDeliveredSeq the seq of the last command given to `onCommand`
+ *   (retained commands aside: they leave it unchanged)
  * @property {string|null} epoch   the character's epoch as last seen
  * @property {ClientState} state
  * @property {string|null} clientId the `client_id` of the current (or last) connection
@@ -186,6 +206,7 @@ export function subscribe(character, options = {}) {
   const pongTimeoutMs = o.pongTimeoutMs ?? Math.min(10000, pingIntervalMs || 10000);
   const connectTimeoutMs = o.connectTimeoutMs ?? 15000;
   const fatalCodes = o.fatalCloseCodes ?? DEFAULT_FATAL;
+  const wantRetained = o.retained !== false;
   const now = typeof o.now === "function" ? o.now : Date.now;
   const syncOpts = o.sync ? (o.sync === true ? {} : o.sync) : null;
   const ownClock = syncOpts && !syncOpts.clock;
@@ -498,6 +519,7 @@ export function subscribe(character, options = {}) {
 
   function deliver(c, cmd) {
     if (!cmd || !Number.isInteger(cmd.seq)) return;
+    if (cmd.retained === true) return deliverRetained(c, cmd);
     if (typeof cmd.epoch === "string" && epoch && cmd.epoch !== epoch) {
       const previousEpoch = epoch;
       epoch = cmd.epoch;
@@ -506,9 +528,20 @@ export function subscribe(character, options = {}) {
     } else if (typeof cmd.epoch === "string") epoch = cmd.epoch;
     if (cursor !== null && cmd.seq <= cursor) return; // duplicate (or out of order): already delivered
     cursor = cmd.seq;
-    if (playout) return playout.push(cmd, { replay: c.replaying });
+    if (playout) return playout.push(cmd, { replay: c.replaying, retained: false });
     lastDelivered = cmd.seq;
-    call(o.onCommand, cmd, { replay: c.replaying });
+    call(o.onCommand, cmd, { replay: c.replaying, retained: false });
+  }
+
+  /**
+   * A retained command (contract §8): the server sends them only after the `welcome` of
+   * a connect without `since`, before anything live, with seqs at or below the welcome's.
+   * They are state, not new events: delivered at once (with `sync` too), leaving the
+   * cursor, `lastDeliveredSeq` and duplicate detection of the live stream alone.
+   */
+  function deliverRetained(c, cmd) {
+    if (!wantRetained || !c.welcomed || c.resumeFrom !== null) return;
+    call(o.onCommand, cmd, playout ? { replay: false, retained: true, late: false, lateByMs: 0 } : { replay: false, retained: true });
   }
 
   /** @type {Subscription} */
@@ -542,24 +575,59 @@ export function subscribe(character, options = {}) {
  * Publishes one command, or several (an array: `{"commands":[...]}`, up to 100).
  * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
  * @param {string} character
- * @param {object|object[]} command `{topic?, name, params?, duration_ms?, id?, at?}` or an array of them
- * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * @param {object|object[]} command `{topic?, name, params?, duration_ms?, id?, at?, retain?}` or an
+ *   array of them; `retain: true` makes it its topic's retained command (contract §8)
+ * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, headers?: Record<string,string>, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
  * @returns {Promise<{character: string, epoch: string, seqs: number[], delivered: number}>}
  *   rejects with an Error carrying `status` and `body` on a non-2xx answer
  */
 export async function publish(baseUrl, character, command, opts = {}) {
+  const body = JSON.stringify(Array.isArray(command) ? { commands: command } : command);
+  return request("publish", "POST", `${httpBase(baseUrl)}/v1/characters/${encodeURIComponent(character)}/commands`, opts, body);
+}
+
+/**
+ * Reads a character's retained commands: `GET /v1/characters/{c}/state` (subscriber
+ * rights). Each is a `command` frame with `retained: true`, in seq order.
+ * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
+ * @param {string} character
+ * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, headers?: Record<string,string>, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * @returns {Promise<{character: string, epoch: string, seq: number, retained: Command[]}>}
+ *   rejects with an Error carrying `status` and `body` on a non-2xx answer
+ */
+export async function state(baseUrl, character, opts = {}) {
+  return request("state", "GET", `${httpBase(baseUrl)}/v1/characters/${encodeURIComponent(character)}/state`, opts);
+}
+
+/**
+ * Clears a topic's retained command: `DELETE /v1/characters/{c}/retained/{topic}`
+ * (publisher rights). Idempotent: `cleared` is false when the topic held none. Sends no
+ * frame: subscribers connected before keep what they got.
+ * @param {string|null|undefined} baseUrl gateway origin (default: the page's origin)
+ * @param {string} character
+ * @param {string} topic a topic, not a filter
+ * @param {{token?: string, apiKey?: string, apiKeyHeader?: string, headers?: Record<string,string>, fetch?: typeof fetch, signal?: AbortSignal}} [opts]
+ * @returns {Promise<{character: string, topic: string, cleared: boolean}>}
+ *   rejects with an Error carrying `status` and `body` on a non-2xx answer
+ */
+export async function clearRetained(baseUrl, character, topic, opts = {}) {
+  const url = `${httpBase(baseUrl)}/v1/characters/${encodeURIComponent(character)}/retained/${encodeURIComponent(topic)}`;
+  return request("clearRetained", "DELETE", url, opts);
+}
+
+/** One JSON request with the caller's credentials; throws with `status` and `body` on non-2xx. */
+async function request(what, method, url, opts, body) {
   const f = opts.fetch ?? globalThis.fetch;
-  const url = `${httpBase(baseUrl)}/v1/characters/${encodeURIComponent(character)}/commands`;
-  const headers = { "content-type": "application/json" };
+  const headers = { ...(opts.headers ?? {}) };
+  if (body !== undefined) headers["content-type"] = "application/json";
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   if (opts.apiKey) headers[opts.apiKeyHeader ?? "X-API-Key"] = opts.apiKey;
-  const body = JSON.stringify(Array.isArray(command) ? { commands: command } : command);
-  const res = await f(url, { method: "POST", headers, body, signal: opts.signal });
+  const res = await f(url, { method, headers, body, signal: opts.signal });
   const text = await res.text();
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   if (!res.ok) {
-    const err = new Error(`publish failed: ${res.status} ${json?.error?.code ?? ""} ${json?.error?.message ?? text}`.trim());
+    const err = new Error(`${what} failed: ${res.status} ${json?.error?.code ?? ""} ${json?.error?.message ?? text}`.trim());
     err.status = res.status; err.body = json ?? text;
     throw err;
   }

@@ -7,7 +7,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket, { WebSocketServer } from "ws";
 import { createHmac } from "node:crypto";
-import { subscribe, publish } from "../../public/client.mjs";
+import { subscribe, publish, state, clearRetained } from "../../public/client.mjs";
 import { BASE, http, uniqueCharacter, sleep, WS_OPTIONS } from "./helpers.mjs";
 
 /** How long a client must stay silent to count as "received nothing more". */
@@ -230,6 +230,87 @@ test("client: a resume with since replays the missed commands, flagged as replay
   r.close();
 });
 
+test("client: a late joiner gets the retained commands first, marked, then live ones; a resume does not repeat them", async () => {
+  const c = uniqueCharacter("cl-retain");
+  await pub(c, { topic: "face", name: "smile", retain: true });             // 1, replaced by 4
+  await pub(c, { topic: "pose", name: "sit", params: { h: 1 }, retain: true }); // 2
+  await pub(c, { topic: "face", name: "blink" });                           // 3, not retained
+  await pub(c, { topic: "face", name: "frown", retain: true });             // 4
+  const t = trackedWebSocket();
+  const r = start(c, { WebSocket: t.WebSocket });
+  await until(() => isOpen(r) && r.cmds.length >= 2, 5000, "retained commands");
+  await sleep(QUIET_MS);
+  assert.deepEqual(r.cmds.map((x) => [x.seq, x.topic, x.name, x.retained]), [[2, "pose", "sit", true], [4, "face", "frown", true]]);
+  assert.deepEqual(r.metas, [{ replay: false, retained: true }, { replay: false, retained: true }]);
+  assert.deepEqual(r.cmds[0].params, { h: 1 });
+  assert.equal(r.h.seq, 4, "the cursor is the welcome's seq, whatever the retained seqs");
+  assert.equal(r.h.lastDeliveredSeq, null, "retained commands leave lastDeliveredSeq alone");
+  // Live commands follow, including a retained one (live: retained false) and seq 5
+  // right after the retained seq 4: nothing is taken for a duplicate or lost.
+  await pub(c, { topic: "face", name: "wink" });                             // 5
+  await pub(c, { topic: "pose", name: "stand", retain: true });              // 6
+  await until(() => r.cmds.length >= 4, 5000, "live commands");
+  assert.deepEqual(r.cmds.slice(2).map((x) => [x.seq, x.name, x.retained]), [[5, "wink", false], [6, "stand", false]]);
+  assert.deepEqual(r.metas.slice(2), [{ replay: false, retained: false }, { replay: false, retained: false }]);
+  assert.equal(r.h.seq, 6);
+  assert.equal(r.h.lastDeliveredSeq, 6);
+  // Drop the socket, publish while it is away: the reconnect resumes with since and
+  // gets the missed command replayed, never the retained set again.
+  t.live().terminate();
+  await until(() => r.h.state !== "open", 5000, "drop seen");
+  await pub(c, { topic: "face", name: "laugh", retain: true });             // 7
+  await until(() => t.sockets.length === 2 && isOpen(r) && r.cmds.length >= 5, 5000, "resume");
+  await pub(c, { topic: "face", name: "nod" });                             // 8
+  await until(() => r.cmds.length >= 6, 5000, "live after resume");
+  await sleep(QUIET_MS);
+  assert.match(t.urls[1], /[?&]since=6(&|$)/);
+  assert.deepEqual(r.cmds.slice(4).map((x) => [x.seq, x.name, x.retained]), [[7, "laugh", false], [8, "nod", false]]);
+  assert.deepEqual(r.metas.slice(4).map((m) => [m.replay, m.retained]), [[true, false], [false, false]]);
+  assert.equal(r.frames.filter((f) => f.type === "command" && f.retained === true).length, 2, "retained frames only on the first connect");
+  assert.deepEqual(r.seqs(), [2, 4, 5, 6, 7, 8]);
+  assert.equal(r.gaps.length, 0);
+  assert.equal(r.errors.length, 0, String(r.errors));
+  r.close();
+});
+
+test("client: with sync, retained commands are delivered at once (never scheduled); retained: false ignores them", async () => {
+  const c = uniqueCharacter("cl-retain-sync");
+  await pub(c, { topic: "pose", name: "sit", retain: true });               // 1
+  await pub(c, { topic: "face", name: "smile", retain: true });             // 2
+  const r = start(c, { sync: { playoutDelayMs: 300 }, topics: ["pose"] });
+  const plain = start(c, { retained: false });
+  await until(() => isOpen(r) && isOpen(plain) && r.cmds.length >= 1, 5000, "retained under sync");
+  // Delivered on arrival, whatever the playout delay and before the clock's first round.
+  assert.deepEqual(r.cmds.map((x) => [x.seq, x.name]), [[1, "sit"]], "only what the filters match");
+  assert.deepEqual(r.metas[0], { replay: false, retained: true, late: false, lateByMs: 0 });
+  const { seqs: [live] } = await pub(c, { topic: "pose", name: "stand" });  // 3
+  const t0 = Date.now();
+  await until(() => r.cmds.length >= 2 && plain.cmds.length >= 1, 5000, "live");
+  const m = r.metas[1];
+  assert.equal(r.cmds[1].seq, live);
+  assert.equal(m.retained, false);
+  assert.ok(Number.isFinite(m.dueAt), "live commands are scheduled");
+  assert.ok(Date.now() - t0 >= 150, "the live one waited for its playout time");
+  assert.deepEqual(plain.seqs(), [live], "retained: false delivers only live commands");
+  assert.equal(plain.h.seq, live);
+  r.close(); plain.close();
+});
+
+test("client: state(), clearRetained() and publish with retain", async () => {
+  const c = uniqueCharacter("cl-state");
+  const a = await publish(BASE, c, [{ topic: "pose", name: "sit", retain: true }, { topic: "face", name: "smile", retain: true }]);
+  const s = await state(BASE, c);
+  assert.equal(s.character, c);
+  assert.equal(s.epoch, a.epoch);
+  assert.equal(s.seq, 2);
+  assert.deepEqual(s.retained.map((x) => [x.seq, x.topic, x.name, x.retained]), [[1, "pose", "sit", true], [2, "face", "smile", true]]);
+  assert.deepEqual(await clearRetained(BASE, c, "pose"), { character: c, topic: "pose", cleared: true });
+  assert.deepEqual(await clearRetained(BASE, c, "pose"), { character: c, topic: "pose", cleared: false });
+  assert.deepEqual((await state(BASE, c)).retained.map((x) => x.name), ["smile"]);
+  await assert.rejects(clearRetained(BASE, c, "face.*"), (err) => err.status === 400 && /clearRetained failed: 400/.test(err.message));
+  await assert.rejects(publish(BASE, c, { name: "x", retain: "yes" }), (err) => err.status === 400);
+});
+
 test("client: no reconnect after an admin disconnect (close code 4010)", async () => {
   const c = uniqueCharacter("cl-4010");
   const t = trackedWebSocket();
@@ -320,6 +401,26 @@ test("client: other close codes reconnect with since/epoch (scripted server)", a
     await until(() => srv.seen.length >= 2 && isOpen(r), 3000, "reconnect");
     assert.match(srv.seen[1], /since=1&epoch=e1/);
     assert.ok(r.states.some((s) => s.s === "reconnecting" && s.code === 1011));
+    r.close();
+  } finally { await srv.close(); }
+});
+
+test("client: retained frames count only after the welcome of a connect without since (scripted server)", async () => {
+  const cmd = (seq, name, retained) => JSON.stringify({ type: "command", character: "x", topic: "main", seq, epoch: "e1", ts: Date.now(), at: null, name, params: {}, duration_ms: null, id: null, retained });
+  const srv = await fakeServer((ws, _req, n) => {
+    ws.send(welcome(n, 3));
+    // The retained seq equals the welcome's; the live seq 4 still follows it.
+    ws.send(cmd(3, n === 1 ? "pose" : "stale", true));
+    ws.send(cmd(n === 1 ? 4 : 5, "live", false));
+    if (n === 1) setTimeout(() => ws.close(1011, "again"), 50);
+  });
+  try {
+    const r = start("x", { baseUrl: srv.base });
+    await until(() => srv.seen.length >= 2 && isOpen(r) && r.cmds.length >= 3, 3000, "reconnect");
+    await sleep(100);
+    assert.match(srv.seen[1], /since=4&epoch=e1/);
+    assert.deepEqual(r.cmds.map((x) => [x.seq, x.name]), [[3, "pose"], [4, "live"], [5, "live"]], "a retained frame after a resume is not delivered");
+    assert.deepEqual(r.metas.map((m) => m.retained), [true, false, false]);
     r.close();
   } finally { await srv.close(); }
 });
