@@ -10,9 +10,14 @@
 // page estimates the server's clock (one ServerClock for all its subscriptions), plays
 // each command at its `at` (or `ts` + PLAYOUT_DELAY_MS), and what it publishes carries
 // `at` = server time + PUBLISH_LEAD_MS (`lead_ms` for say).
+//
+// Viewers join into the current pose: the pose commands (`move`, `idle`, `mood`; see
+// character.js) are published with `retain: true`, on topics of their own, so the
+// gateway sends them to every viewer that connects later, right after `welcome`, and
+// the page applies them at once (`meta.retained`) instead of playing them.
 
 import { subscribe, publish, ServerClock } from "./client.mjs";
-import { CharacterView, KNOWN_COMMANDS, colorFor } from "./character.js";
+import { CharacterView, KNOWN_COMMANDS, POSE_COMMANDS, MOOD_NAMES, colorFor } from "./character.js";
 import { AdminView } from "./admin.js";
 import { api, enc, credentials, bindCredentialInputs } from "./api.js";
 
@@ -42,8 +47,9 @@ const QUICK = [
   ["blink", "face", {}, 220],
   ["heart", "face", { intensity: 1 }, 1500],
   ["talk", "mouth", { text: "Hi there! Nice to see you." }, 2000],
-  ["move", "body", null, 700],
-  ["idle", "body", {}, 400],
+  ["move", "pose", null, 700],
+  ["idle", "pose", {}, 400],
+  ["mood", "mood", null, null],
 ];
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -114,14 +120,15 @@ function time(ts = Date.now()) {
   return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
 }
 
-function logCommand(cmd, { replay, late }) {
+function logCommand(cmd, { replay, late, retained }) {
   const li = document.createElement("li");
   li.className = "log-row cmd";
   li.dataset.character = cmd.character;
   li.dataset.seq = String(cmd.seq);
   li.dataset.topic = cmd.topic;
   li.dataset.name = cmd.name;
-  const latency = replay ? "replay" : Number.isFinite(cmd.ts) ? `${Math.max(0, Date.now() - cmd.ts)} ms` : "–";
+  if (retained) li.dataset.retained = "true";
+  const latency = retained ? "retained" : replay ? "replay" : Number.isFinite(cmd.ts) ? `${Math.max(0, Date.now() - cmd.ts)} ms` : "–";
   const known = KNOWN_COMMANDS.includes(cmd.name);
   li.style.setProperty("--char", colorFor(cmd.character));
   li.innerHTML = `<span class="t mono"></span><span class="who"><i></i><span></span></span><span class="seq mono"></span>
@@ -139,7 +146,8 @@ function logCommand(cmd, { replay, late }) {
   const lat = li.querySelector(".lat");
   lat.textContent = latency;
   lat.title = "Time from the gateway's timestamp to arrival in this page";
-  if (replay) lat.classList.add("replay");
+  if (replay || retained) lat.classList.add("replay");
+  if (retained) lat.title = "Retained: the character's state when this page connected, applied at once";
   if (late) { li.dataset.late = "true"; lat.title += " (played late: past its due time on arrival)"; }
   log.add(li);
 }
@@ -374,6 +382,13 @@ async function sendCommands(commands, label) {
   }
 }
 
+/** The `mood` button steps through the expressions from the target character's current one. */
+function nextMood() {
+  const view = watched.get($("#pub-character").value.trim())?.view;
+  const i = MOOD_NAMES.indexOf(view?.mood ?? "neutral");
+  return MOOD_NAMES[(i + 1) % MOOD_NAMES.length];
+}
+
 function buildQuickButtons() {
   const grid = $("#quick-grid");
   for (const [name, topic, params, dur] of QUICK) {
@@ -392,9 +407,12 @@ function buildQuickButtons() {
         name,
         params: name === "move"
           ? { x: Math.round((Math.random() * 2 - 1) * 150), y: Math.round(-Math.random() * 30) }
+          : name === "mood" ? { expression: nextMood() }
           : name === "talk" ? { text: $("#say-text").value.trim() || params.text } : params,
         duration_ms: durInput ? Number(durInput) : dur,
       };
+      // A pose lasts: retained, so viewers that join later start in it.
+      if (POSE_COMMANDS.includes(name)) cmd.retain = true;
       if (name === "talk") cmd.duration_ms = durInput ? Number(durInput) : Math.min(10000, Math.max(1200, cmd.params.text.length * 60));
       sendCommands([cmd], name);
     });

@@ -3,10 +3,18 @@
 // Every command plays on a "channel" (body, head, arm, face, eyes, mouth, move, fx); a new
 // command on a channel replaces the one playing there, commands on different channels
 // overlap (talk while waving). Commands this page does not know show as a labelled pulse.
+//
+// Some commands set a pose that lasts rather than a gesture that ends: `move` (where the
+// character stands), `idle` (back home, gestures stopped) and `mood` (the face it keeps
+// between gestures: params.expression = neutral | happy | sad | surprised). The page
+// publishes them with `retain: true`, so a viewer that connects later gets them right
+// after `welcome` (`meta.retained`) and shows the pose at once, without playing them.
+//
 // The element exposes its state for people and tests:
 //   data-character, data-animation (newest command still playing, or "idle"),
 //   data-active (every playing command), data-last-command, data-last-seq,
-//   data-last-topic, data-x / data-y (offset from home after `move`).
+//   data-last-topic, data-x / data-y (offset from home after `move`), data-mood,
+//   data-retained-seqs (seqs of the retained commands applied, in order).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -26,7 +34,10 @@ const CHANNEL = {
 };
 
 /** Commands this page draws with their own animation (the rest pulse). */
-export const KNOWN_COMMANDS = ["idle", ...Object.keys(CHANNEL)];
+export const KNOWN_COMMANDS = ["idle", "mood", ...Object.keys(CHANNEL)];
+
+/** Commands that set a lasting pose: applied at once when they arrive retained. */
+export const POSE_COMMANDS = ["move", "idle", "mood"];
 
 const PALETTE = ["#7363f2", "#f0784f", "#1fa89a", "#e7a320", "#3d8bf2", "#e0609f", "#52b152", "#9a6cf0"];
 
@@ -56,6 +67,16 @@ const MOUTH = {
   laugh: (o) => mouthPath(20, 160, 160, 176 + 10 * o),
   surprise: () => mouthPath(8, 170, 157, 183),
 };
+/** Held expressions (`mood`): the face between gestures. */
+const MOODS = {
+  neutral: { mouth: () => MOUTH.neutral(), brows: "neutral", cheeks: "" },
+  happy: { mouth: () => MOUTH.smile(0.6), brows: "neutral", cheeks: "0.65" },
+  sad: { mouth: () => MOUTH.frown(0.6), brows: "frown", cheeks: "0" },
+  surprised: { mouth: () => MOUTH.surprise(), brows: "up", cheeks: "0.2" },
+};
+export const MOOD_NAMES = Object.keys(MOODS);
+const MOOD_ALIASES = { smile: "happy", frown: "sad", surprise: "surprised", calm: "neutral" };
+
 const BROWS = {
   neutral: ["M166 110 Q177 104 188 110", "M212 110 Q223 104 234 110"],
   frown: ["M166 106 Q177 108 189 115", "M211 115 Q223 108 234 106"],
@@ -126,6 +147,7 @@ export class CharacterView {
     this.hooks = hooks;
     this.channels = new Map(); // channel -> {name, seq, token, timers:[], anims:[], started}
     this.pos = { x: 0, y: 0 };
+    this.mood = "neutral";
     this.tokens = 0;
     this.el = this.#buildCard();
     this.#publishState();
@@ -142,6 +164,8 @@ export class CharacterView {
     card.dataset.lastCommand = "";
     card.dataset.lastTopic = "";
     card.dataset.gaps = "0";
+    card.dataset.mood = "neutral";
+    card.dataset.retainedSeqs = "";
     card.style.setProperty("--char", colorFor(this.name));
     card.innerHTML = `
       <header class="char-head">
@@ -224,13 +248,20 @@ export class CharacterView {
    * Receives a command frame: records it at once, and performs it (after
    * `params.start_ms` when a `say` gesture carries one).
    */
-  receive(cmd, { replay = false, dueAt } = {}) {
+  receive(cmd, { replay = false, retained = false, dueAt } = {}) {
     const el = this.el;
     el.dataset.lastSeq = String(cmd.seq);
     el.dataset.lastCommand = cmd.name;
     el.dataset.lastTopic = cmd.topic;
     el.dataset.epoch = cmd.epoch ?? "";
     this.ui.seq.textContent = `#${cmd.seq}`;
+    if (retained) {
+      // The character's state when this page joined: show the pose now, play nothing.
+      this.ui.latency.textContent = "retained";
+      el.dataset.retainedSeqs = `${el.dataset.retainedSeqs} ${cmd.seq}`.trim();
+      this.applyPose(cmd);
+      return;
+    }
     if (!replay && Number.isFinite(cmd.ts)) this.ui.latency.textContent = `${Math.max(0, Date.now() - cmd.ts)} ms`;
     else if (replay) this.ui.latency.textContent = "replay";
     const params = cmd.params && typeof cmd.params === "object" ? cmd.params : {};
@@ -240,6 +271,18 @@ export class CharacterView {
     const delay = cmd.name === "talk" || onTime ? 0 : num(params.start_ms, 0, 0, 60000);
     if (delay > 0) setTimeout(() => this.play(cmd), delay);
     else this.play(cmd);
+  }
+
+  /**
+   * Applies a retained command at once, without animating: a pose command sets where
+   * the character stands or the face it keeps; anything else someone retained (a
+   * gesture) is a moment already past, so it is only recorded.
+   */
+  applyPose(cmd) {
+    const params = cmd.params && typeof cmd.params === "object" && !Array.isArray(cmd.params) ? cmd.params : {};
+    if (cmd.name === "move") this.#moveTo(Math.round(num(params.x, this.pos.x, -150, 150)), Math.round(num(params.y, this.pos.y, -40, 10)), 0);
+    else if (cmd.name === "idle") this.#moveTo(0, 0, 0);
+    else if (cmd.name === "mood") this.#setMood(params.expression);
   }
 
   /** Performs one command now. */
@@ -252,6 +295,7 @@ export class CharacterView {
     const params = cmd.params && typeof cmd.params === "object" && !Array.isArray(cmd.params) ? cmd.params : {};
     const dur = Number.isInteger(cmd.duration_ms) ? Math.max(0, cmd.duration_ms) : (DEFAULT_MS[name] ?? 1000);
     if (name === "idle") return this.#idle(dur, cmd);
+    if (name === "mood") { this.#setMood(params.expression); return; }
     const channel = CHANNEL[name] ?? "fx";
     const run = this.#begin(channel, name, cmd, dur);
     const fn = this[`anim_${name}`];
@@ -302,9 +346,26 @@ export class CharacterView {
   #idle(dur, cmd) {
     for (const ch of [...this.channels.keys()]) this.#stop(ch);
     this.#moveTo(0, 0, dur);
-    this.#setMouth(MOUTH.neutral());
-    this.#setBrows("neutral");
+    this.#restFace();
     this.#begin("body", "idle", cmd, dur);
+  }
+
+  /** `mood`: the held expression, shown whenever no gesture holds the face. */
+  #setMood(expression) {
+    const key = String(expression ?? "neutral").toLowerCase();
+    this.mood = MOODS[key] ? key : MOOD_ALIASES[key] ?? "neutral";
+    this.el.dataset.mood = this.mood;
+    this.#restFace({ keepMouth: this.channels.has("mouth") || this.channels.has("face"), keepBrows: this.channels.has("face") });
+  }
+
+  /** Puts the face back to the mood (after a gesture, or when the mood changes). */
+  #restFace({ keepMouth = false, keepBrows = false } = {}) {
+    const m = MOODS[this.mood] ?? MOODS.neutral;
+    if (!keepMouth) this.#setMouth(m.mouth());
+    if (!keepBrows) {
+      this.#setBrows(m.brows);
+      this.puppet.cheeks.style.opacity = m.cheeks;
+    }
   }
 
   #animate(run, el, keyframes, options, origin) {
@@ -335,9 +396,7 @@ export class CharacterView {
     this.#setBrows(brows);
     this.puppet.cheeks.style.opacity = String(cheeks);
     run.cleanup.push(() => {
-      if (mouth && !this.channels.has("mouth")) this.#setMouth(MOUTH.neutral());
-      this.#setBrows("neutral");
-      this.puppet.cheeks.style.opacity = "";
+      this.#restFace({ keepMouth: !mouth || this.channels.has("mouth") });
     });
   }
 
@@ -543,7 +602,7 @@ export class CharacterView {
     });
     run.cleanup.push(() => {
       bubble.hidden = true;
-      if (!this.channels.has("face")) this.#setMouth(MOUTH.neutral());
+      if (!this.channels.has("face")) this.#setMouth((MOODS[this.mood] ?? MOODS.neutral).mouth());
     });
   }
 

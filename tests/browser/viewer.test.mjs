@@ -3,7 +3,7 @@
 // HTTP must change the right page's character and leave the other alone; the admin view
 // must list both pages' subscriptions and disconnect one; with synchronized playback on,
 // two windows (one with its socket 150 ms slower) play a gesture within 50 ms of each
-// other. Screenshots of the viewer and the admin view go to $ARTIFACTS_DIR/browser/.
+// other; a page opened after retained pose commands starts in that pose at once. Screenshots of the viewer and the admin view go to $ARTIFACTS_DIR/browser/.
 //
 //   GATEWAY_URL=http://127.0.0.1:8787 ARTIFACTS_DIR=artifacts \
 //     node --test --test-concurrency=1 tests/browser/*.test.mjs
@@ -302,6 +302,53 @@ test("synchronized playback: two windows of one character play a gesture within 
   t.diagnostic(`synchronized windows apart by ${near.map((x) => x.toFixed(1)).join(", ")} ms`);
   await one.context().close();
   await two.context().close();
+});
+
+test("viewers join into the current pose: retained pose commands apply at once on a new page", async () => {
+  const C = `pose-${suffix}`;
+  const rigTransform = (page) => page.$eval(`${card(C)} .rig`, (el) => getComputedStyle(el).transform);
+  await publish(C, { topic: "pose", name: "move", params: { x: 90, y: -20 }, duration_ms: 700, retain: true }); // 1
+  await publish(C, { topic: "mood", name: "mood", params: { expression: "happy" }, retain: true });          // 2, replaced by 3
+  await publish(C, { topic: "mood", name: "mood", params: { expression: "sad" }, retain: true });            // 3
+  await publish(C, { topic: "body", name: "wave", duration_ms: 5000 });                                      // 4, not retained
+  await publish(C, { topic: "fx", name: "sparkle", duration_ms: 5000, retain: true });                       // 5: a retained gesture
+  const late = await openPage(`?characters=${C}`);
+  await waitLive(late, C);
+  // Right after connecting: the retained frames follow `welcome` at once.
+  await late.waitForSelector(`${card(C)}[data-retained-seqs="1 3 5"]`, { timeout: 2000 });
+  let s = await cardState(late, C);
+  assert.deepEqual([s.x, s.y, s.mood], ["90", "-20", "sad"], "in the retained pose");
+  assert.equal(s.animation, "idle", "retained commands are applied, not played (nor the retained gesture)");
+  assert.equal(s.active, "");
+  assert.equal(await rigTransform(late), "matrix(1, 0, 0, 1, 90, -20)", "moved there at once, no walk");
+  assert.deepEqual(await late.$$eval(".log-row.cmd[data-retained=true]", (rows) => rows.map((r) => [r.dataset.seq, r.querySelector(".lat").textContent])),
+    [["5", "retained"], ["3", "retained"], ["1", "retained"]], "the log marks them (newest first)");
+  assert.equal(await late.$$eval(".log-row.cmd:not([data-retained])", (rows) => rows.length), 0, "nothing else replayed");
+  // Live commands follow as usual.
+  const { seqs: [live] } = await publish(C, { topic: "mood", name: "mood", params: { expression: "happy" } });
+  s = await waitSeq(late, C, live);
+  assert.equal(s.mood, "happy");
+  assert.equal(s.retainedSeqs, "1 3 5");
+
+  // The publisher panel retains what it publishes for a pose: `move` and `mood` from the
+  // late page, then a page with synchronized playback opened after them starts in it.
+  await late.fill("#pub-character", C);
+  await late.click('.cmd-btn[data-cmd="move"]');
+  await late.waitForSelector("#pub-result[data-kind=ok]");
+  const moveSeq = Number(/seq (\d+)/.exec(await late.textContent("#pub-result"))[1]);
+  s = await waitSeq(late, C, moveSeq);
+  await late.click('.cmd-btn[data-cmd="mood"]');
+  await late.waitForFunction(([sel, seq]) => Number(document.querySelector(sel).dataset.lastSeq) > seq, [card(C), moveSeq]);
+  const shown = await cardState(late, C);
+  assert.equal(shown.mood, "sad", "the mood button steps from happy to the next mood");
+  const later = await openPage(`?characters=${C}&sync=1`);
+  await waitLive(later, C);
+  await later.waitForSelector(`${card(C)}[data-retained-seqs="5 ${moveSeq} ${moveSeq + 1}"]`, { timeout: 2000 });
+  const t = await cardState(later, C);
+  assert.deepEqual([t.x, t.y, t.mood], [shown.x, shown.y, "sad"], "the later page starts in the pose the panel set");
+  assert.equal(t.animation, "idle");
+  await later.context().close();
+  await late.context().close();
 });
 
 test("no page requested anything outside the gateway or raised an error", () => {
