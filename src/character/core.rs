@@ -42,6 +42,14 @@ extern "C" {
     fn send_shared(this: &SharedTextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
 }
 
+/// Sends a JS string made once per frame (`JsValue::from_str`) to one
+/// socket, so a frame for many sockets leaves wasm memory once.
+pub fn send_js(ws: &WebSocket, text: &JsValue) -> std::result::Result<(), JsValue> {
+    ws.as_ref()
+        .unchecked_ref::<SharedTextSocket>()
+        .send_shared(text)
+}
+
 /// What this object is to its character.
 pub enum Role {
     /// The character's own object: sequencing, storage, history, and the
@@ -336,11 +344,7 @@ impl Core {
         let mut failed = Vec::new();
         for key in to {
             if let Some(ws) = self.sockets.get(key) {
-                let sent = ws
-                    .as_ref()
-                    .unchecked_ref::<SharedTextSocket>()
-                    .send_shared(&js);
-                if let Err(e) = sent {
+                if let Err(e) = send_js(ws, &js) {
                     console_warn!("send failed, ending the socket: {}", js_message(&e));
                     failed.push(*key);
                 }

@@ -37,7 +37,7 @@ use worker::{
     WebSocket, WebSocketIncomingMessage,
 };
 
-pub use self::core::CHARACTER_FULL_RETRY_SECS;
+pub use self::core::{send_js, CHARACTER_FULL_RETRY_SECS};
 use self::core::{Core, Shared};
 pub use self::relays::rows_of;
 use crate::error::AppError;

@@ -29,7 +29,7 @@ use worker::{
 };
 
 use crate::character::attachment;
-use crate::character::{now_ms, random_hex};
+use crate::character::{now_ms, random_hex, send_js};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::store::Store;
@@ -107,9 +107,11 @@ impl SceneCore {
             for effect in queue {
                 match effect {
                     SceneEffect::Send { to, text } => {
+                        // One JS string for every recipient of the frame.
+                        let js = wasm_bindgen::JsValue::from_str(&text);
                         for k in to {
                             let failed = match self.sockets.get(&k) {
-                                Some(ws) => ws.send_with_str(&*text).is_err(),
+                                Some(ws) => send_js(ws, &js).is_err(),
                                 None => false,
                             };
                             if failed {
