@@ -476,7 +476,7 @@ impl Hub {
                 }
                 out.push(Effect::Reply(Reply::Revoked { closed: keys.len() }));
             }
-            Input::Publish { commands } => match self.retained.admits(&commands) {
+            Input::Publish { commands } => match self.admits_retained(&commands, now) {
                 Ok(()) => out.push(Effect::Store(self.plan(commands, now, Origin::Http))),
                 Err(e) => out.push(Effect::Reply(Reply::Refused(e))),
             },
@@ -708,6 +708,16 @@ impl Hub {
     }
 
     /// The seq of `id` if it was first published within the window.
+    /// The retained-topic bound, counting only the commands this publish
+    /// will store: a repeat of a recent `id` stores nothing, so it is
+    /// answered as the first time even when the bound is reached since.
+    fn admits_retained(&self, commands: &[Command], now: u64) -> Result<(), ApiError> {
+        self.retained.admits(commands.iter().filter(|c| {
+            c.id.as_deref()
+                .is_none_or(|id| self.recent_seq(id, now).is_none())
+        }))
+    }
+
     fn recent_seq(&self, id: &str, now: u64) -> Option<u64> {
         self.idempotency
             .get(id)
@@ -931,7 +941,7 @@ impl Hub {
                 {
                     return self.refuse(now, key, e.code, &e.message, r#ref.as_deref(), out);
                 }
-                if let Err(e) = self.retained.admits(std::slice::from_ref(&command)) {
+                if let Err(e) = self.admits_retained(std::slice::from_ref(&command), now) {
                     return self.refuse(now, key, e.code, &e.message, r#ref.as_deref(), out);
                 }
                 self.accept(key);

@@ -1708,3 +1708,30 @@ fn retaining_more_topics_than_the_bound_is_refused_whole() {
     assert_eq!(got[0]["code"], "payload_too_large");
     assert_eq!(got[0]["ref"], "r");
 }
+
+/// Regression: a repeat of a recent `id` stores nothing, so the retained
+/// bound does not apply to it. Its topic was cleared and the bound reached
+/// again since; the repeat still gets its first answer, not a 413.
+#[test]
+fn a_repeated_id_is_answered_as_before_even_at_the_retained_bound() {
+    use crate::catalogue::MAX_RETAINED_TOPICS;
+    let mut fx = Fx::new(0);
+    let mut first = retained("x", "n");
+    first["id"] = json!("k");
+    let (seqs, _) = fx.publish(vec![first.clone()], 1);
+    fx.feed(
+        2,
+        Input::ClearRetained {
+            topic: Topic::parse("x").unwrap(),
+            rev: 1,
+        },
+    );
+    fx.replies.clear();
+    let full: Vec<Value> = (0..MAX_RETAINED_TOPICS)
+        .map(|i| retained(&format!("t{i}"), "n"))
+        .collect();
+    fx.publish(full, 3);
+    let seq = fx.hub().seq();
+    assert_eq!(fx.publish(vec![first], 4).0, seqs, "the first answer");
+    assert_eq!(fx.hub().seq(), seq, "nothing stored");
+}

@@ -115,9 +115,12 @@ impl RetainedSet {
 
     /// Refuses `commands` when retaining them would hold more than
     /// [`MAX_RETAINED_TOPICS`] topics (nothing of the publish is stored).
-    pub fn admits(&self, commands: &[Command]) -> Result<(), ApiError> {
+    pub fn admits<'a>(
+        &self,
+        commands: impl IntoIterator<Item = &'a Command>,
+    ) -> Result<(), ApiError> {
         let mut new: Vec<&Topic> = commands
-            .iter()
+            .into_iter()
             .filter(|c| c.retain && !self.entries.contains_key(&c.topic))
             .map(|c| &c.topic)
             .collect();
