@@ -11,6 +11,8 @@
 # 0), started by the one launcher; one scenario of BENCHMARKS.md (BENCH_AB_SCENARIO: a, the default,
 # 1 character x BENCH_SUBS subscribers; b, 100 x 10; c, BENCH_SUBS characters x
 # 1; d, 1 x BENCH_SUBS over 10 topics; r, (h)'s reconnect-and-resume loop),
+# BENCH_AB_PAYLOAD bytes per command when set (the payload scenarios: e.g.
+# BENCH_AB_SCENARIO=a BENCH_SUBS=100 BENCH_AB_PAYLOAD=16000 is p16k's shape),
 # a saturation phase of BENCH_SECS s with
 # BENCH_PUBLISHERS publishers, then runs against A and B in turn, A B A B ...,
 # so drift in the machine's load hits every side alike. Prints one line per run and
@@ -60,7 +62,7 @@ for i in $(seq 1 "$rounds"); do
     url_var="${side}_URL"; pid_var="${side}_PID"
     timeout 300 "${PIN_LOADGEN[@]}" "$BIN/loadgen" --url "${!url_var}" --label "$side" --scenario "$SCENARIO" \
       --prefix "ab-$i-$side" --publishers "$PUBLISHERS" --out "$RESULTS" \
-      --cpu-pid "${!pid_var}" "${SHAPE[@]}" $([ "$SCENARIO" = r ] || echo --phases "max:$SECS") >/dev/null
+      --cpu-pid "${!pid_var}" "${SHAPE[@]}" ${BENCH_AB_PAYLOAD:+--payload "$BENCH_AB_PAYLOAD"} $([ "$SCENARIO" = r ] || echo --phases "max:$SECS") >/dev/null
   done
 done
 node - "$RESULTS" "${SIDES[@]}" <<'JS'
