@@ -369,3 +369,28 @@ pub fn get_from_object(
     }
     Ok(req)
 }
+
+/// The client's answer to a `publish` frame that a relay or scene object
+/// sent on to the character's object (`routing::wire::forwarded_publish_frame`);
+/// a fault of ours is logged.
+pub async fn publish_answer_frame(
+    sent: std::result::Result<Response, AppError>,
+    r#ref: Option<&str>,
+) -> String {
+    let (frame, fault) = match sent {
+        Ok(mut resp) => {
+            let status = resp.status_code();
+            let body = resp.text().await.unwrap_or_default();
+            routing::wire::forwarded_publish_frame(status, &body, r#ref)
+        }
+        // Not answered at all: the same `internal` frame, logged with why.
+        Err(e) => {
+            let (frame, _) = routing::wire::forwarded_publish_frame(0, "", r#ref);
+            (frame, Some(e.message().to_string()))
+        }
+    };
+    if let Some(why) = fault {
+        worker::console_error!("forwarded publish: {why}");
+    }
+    frame
+}

@@ -113,6 +113,52 @@ pub struct PublishAnswer {
     pub delivered: usize,
 }
 
+/// The frame that answers a client `publish` which a relay or a scene
+/// object sent on to the character's object, from that object's answer
+/// (`status`, `body`): `published` with the last seq; a command the
+/// character refused (400, 413) as an `error` frame with the character's
+/// code and words; a 503 as `history_backlog`. Any other answer is a fault
+/// of ours: the client gets `internal`, and the second value says what to
+/// log.
+pub fn forwarded_publish_frame(
+    status: u16,
+    body: &str,
+    r#ref: Option<&str>,
+) -> (String, Option<String>) {
+    use crate::protocol::{error_frame_json, published_frame_json, ErrorCode};
+    let refused = |code| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let message = v["error"]["message"]
+            .as_str()
+            .unwrap_or("the command was refused");
+        (error_frame_json(code, message, r#ref), None)
+    };
+    let failed = |why: String| {
+        let frame = error_frame_json(ErrorCode::Internal, "the publish failed; try again", r#ref);
+        (frame, Some(why))
+    };
+    match status {
+        200 => match serde_json::from_str::<PublishAnswer>(body) {
+            Ok(a) => (
+                published_frame_json(a.seqs.last().copied().unwrap_or(0), r#ref),
+                None,
+            ),
+            Err(e) => failed(format!("publish answer: {e}")),
+        },
+        400 => refused(ErrorCode::BadRequest),
+        413 => refused(ErrorCode::PayloadTooLarge),
+        503 => (
+            error_frame_json(
+                ErrorCode::HistoryBacklog,
+                "history archiving lags; publish again later",
+                r#ref,
+            ),
+            None,
+        ),
+        other => failed(format!("the character answered {other}")),
+    }
+}
+
 /// A character object's subscriber summary, sent to the registry whenever
 /// it changes. `version` orders reports, so a late one never overwrites a
 /// newer one.
@@ -247,6 +293,40 @@ pub struct RevokeAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A forwarded publish is answered from the character's answer: its
+    /// seq, its own refusal (code and words), a backlog, or `internal`
+    /// with a reason to log.
+    #[test]
+    fn forwarded_publish_frames() {
+        let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        let ok = r#"{"character":"a","epoch":"e","seqs":[4,5],"delivered":1}"#;
+        let (f, log) = forwarded_publish_frame(200, ok, Some("r"));
+        assert_eq!(
+            json(&f),
+            serde_json::json!({"type":"published","seq":5,"ref":"r"})
+        );
+        assert_eq!(log, None);
+        let refusal = r#"{"error":{"code":"payload_too_large","message":"at most 64 topics"}}"#;
+        for (status, code) in [(400, "bad_request"), (413, "payload_too_large")] {
+            let (f, log) = forwarded_publish_frame(status, refusal, None);
+            let f = json(&f);
+            assert_eq!(
+                (f["code"].as_str(), f["message"].as_str()),
+                (Some(code), Some("at most 64 topics"))
+            );
+            assert_eq!(log, None);
+        }
+        let (f, log) = forwarded_publish_frame(503, "", None);
+        assert_eq!(json(&f)["code"], "history_backlog");
+        assert_eq!(log, None);
+        for (status, body) in [(500, "{}"), (200, "not json")] {
+            let (f, log) = forwarded_publish_frame(status, body, Some("x"));
+            assert_eq!(json(&f)["code"], "internal");
+            assert_eq!(json(&f)["ref"], "x");
+            assert!(log.is_some());
+        }
+    }
 
     #[test]
     fn facts_round_trip_through_headers() {

@@ -10,15 +10,14 @@
 
 use routing::archive::rows_value;
 use routing::hub::{ClientInfo, Input, Origin, Pending, Resume};
-use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::parse_subscribe_query;
 use routing::relays::relay_id;
 use routing::retained::RetainedSet;
 use routing::wire::{
-    path, FeedAnswer, FeedBody, PublishAnswer, ReplayAnswer, RetainedAnswer, SubscribeFacts,
-    H_CHARACTER, H_RELAY_EPOCH, H_RELAY_RETAINED_REV, H_RELAY_SEQ,
+    path, FeedAnswer, FeedBody, ReplayAnswer, RetainedAnswer, SubscribeFacts, H_CHARACTER,
+    H_RELAY_EPOCH, H_RELAY_RETAINED_REV, H_RELAY_SEQ,
 };
-use worker::{console_error, console_warn, Env, Request, Response, WebSocketPair};
+use worker::{console_warn, Env, Request, Response, WebSocketPair};
 
 use super::core::{Core, Role, Shared};
 use super::relays::{named_stub, rows_of};
@@ -331,37 +330,7 @@ pub fn forward_publish(shared: Shared, env: Env, pending: Pending) {
             &wasm_bindgen::JsValue::from_str(&body),
         )
         .await;
-        let r = r#ref.as_deref();
-        let frame = match sent {
-            Ok(mut resp) if resp.status_code() == 200 => match resp.json::<PublishAnswer>().await {
-                Ok(a) => published_frame_json(a.seqs.last().copied().unwrap_or(0), r),
-                Err(e) => {
-                    console_error!("forwarded publish answer: {e}");
-                    error_frame_json(ErrorCode::Internal, "the publish failed; try again", r)
-                }
-            },
-            Ok(resp) if resp.status_code() == 503 => error_frame_json(
-                ErrorCode::HistoryBacklog,
-                "history archiving lags; publish again later",
-                r,
-            ),
-            Ok(resp) if resp.status_code() == 413 => error_frame_json(
-                ErrorCode::PayloadTooLarge,
-                "the character retains its maximum of topics; clear one first",
-                r,
-            ),
-            Ok(resp) => {
-                console_error!(
-                    "forwarded publish: the character answered {}",
-                    resp.status_code()
-                );
-                error_frame_json(ErrorCode::Internal, "the publish failed; try again", r)
-            }
-            Err(e) => {
-                console_error!("forwarded publish: {}", e.message());
-                error_frame_json(ErrorCode::Internal, "the publish failed; try again", r)
-            }
-        };
+        let frame = crate::forward::publish_answer_frame(sent, r#ref.as_deref()).await;
         if let Some(core) = shared.borrow().as_ref() {
             if let Some(ws) = core.sockets.get(&client) {
                 let _ = ws.send_with_str(&frame);

@@ -8,16 +8,14 @@ use std::rc::Rc;
 use futures_util::future::join_all;
 use routing::archive::rows_value;
 use routing::hub::{ClientInfo, Resume, StoredCommand};
-use routing::protocol::{error_frame_json, published_frame_json, ErrorCode};
 use routing::query::{query_pairs, split_url};
 use routing::scene::{next_shard, parse_scene_query, MAX_SCENE_SHARDS};
 use routing::scene_hub::SceneEffect;
 use routing::topic::{CharacterId, TopicFilter};
 use routing::wire::{
-    path, FeedAnswer, FeedBody, JoinAnswer, PublishAnswer, ReplayAnswer, SceneJoin, SubscribeFacts,
-    H_CHARACTER,
+    path, FeedAnswer, FeedBody, JoinAnswer, ReplayAnswer, SceneJoin, SubscribeFacts, H_CHARACTER,
 };
-use worker::{console_error, Env, Method, Request, Response, WebSocketPair};
+use worker::{Env, Method, Request, Response, WebSocketPair};
 
 use super::{new_client_id, AppResult, Scene, SceneCore};
 use crate::character::attachment;
@@ -399,37 +397,7 @@ pub fn forward_publish(
             &wasm_bindgen::JsValue::from_str(&body),
         )
         .await;
-        let r = r#ref.as_deref();
-        let failed = || error_frame_json(ErrorCode::Internal, "the publish failed; try again", r);
-        let frame = match sent {
-            Ok(mut resp) if resp.status_code() == 200 => match resp.json::<PublishAnswer>().await {
-                Ok(a) => published_frame_json(a.seqs.last().copied().unwrap_or(0), r),
-                Err(e) => {
-                    console_error!("scene publish answer: {e}");
-                    failed()
-                }
-            },
-            Ok(resp) if resp.status_code() == 503 => error_frame_json(
-                ErrorCode::HistoryBacklog,
-                "history archiving lags; publish again later",
-                r,
-            ),
-            // The character refused the command (an `at` too far from its
-            // clock): the client's fault, said in the character's words.
-            Ok(mut resp) if resp.status_code() == 400 => {
-                let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                let msg = body["error"]["message"].as_str().unwrap_or("bad command");
-                error_frame_json(ErrorCode::BadRequest, msg, r)
-            }
-            Ok(resp) => {
-                console_error!("scene publish: {character} answered {}", resp.status_code());
-                failed()
-            }
-            Err(e) => {
-                console_error!("scene publish: {}", e.message());
-                failed()
-            }
-        };
+        let frame = crate::forward::publish_answer_frame(sent, r#ref.as_deref()).await;
         if let Some(core) = shared.borrow().as_ref() {
             if let Some(ws) = core.sockets.get(&client) {
                 let _ = ws.send_with_str(&frame);

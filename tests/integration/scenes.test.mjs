@@ -130,6 +130,23 @@ test("client frames: subscribe changes topics for every character; publish names
   await s.close();
 });
 
+test("a scene publish the character refuses gets the character's own error: 413 at the retained bound", async () => {
+  const [a, b] = ["ra", "rb"].map((p) => uniqueCharacter(p));
+  // 64 retained topics: the bound (docs/protocol.md, "Retained commands").
+  const full = Array.from({ length: 64 }, (_, i) => ({ topic: `t${i}`, name: "n", retain: true }));
+  assert.equal((await publish(a, { commands: full })).status, 200);
+  const s = await scene({ characters: `${a},${b}`, topics: "face" });
+  s.ws.send(JSON.stringify({ type: "publish", character: a, topic: "one-more", name: "n", retain: true, ref: "r1" }));
+  const err = await s.waitFor((fs) => fs.find((f) => f.type === "error" && f.ref === "r1"));
+  assert.equal(err.code, "payload_too_large");
+  assert.match(err.message, /64 topics/);
+  // Replacing a held topic is still accepted.
+  s.ws.send(JSON.stringify({ type: "publish", character: a, topic: "t0", name: "again", retain: true, ref: "r2" }));
+  const ok = await s.waitFor((fs) => fs.find((f) => f.type === "published" && f.ref === "r2"));
+  assert.equal(ok.seq, 65);
+  await s.close();
+});
+
 test("bad scene queries are 400 before any upgrade", async () => {
   const many = Array.from({ length: 17 }, (_, i) => `c${i}`).join(",");
   for (const q of [
