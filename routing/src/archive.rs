@@ -86,8 +86,8 @@ struct Row {
     retain: bool,
 }
 
-fn page_rows(rows: &[StoredCommand]) -> Vec<Row> {
-    rows.iter()
+fn page_rows<'a>(rows: impl IntoIterator<Item = &'a StoredCommand>) -> Vec<Row> {
+    rows.into_iter()
         .map(|r| Row {
             seq: r.seq,
             ts: r.ts,
@@ -107,7 +107,7 @@ pub fn encode_page(rows: &[StoredCommand]) -> String {
 }
 
 /// [`encode_page`]'s rows as a JSON value (a relay feed or replay).
-pub fn rows_value(rows: &[StoredCommand]) -> serde_json::Value {
+pub fn rows_value<'a>(rows: impl IntoIterator<Item = &'a StoredCommand>) -> serde_json::Value {
     serde_json::to_value(page_rows(rows)).unwrap_or_else(|_| serde_json::json!([]))
 }
 

@@ -407,8 +407,6 @@ impl Core {
         matches!(self.role, Role::Relay { .. })
     }
 
-    /// Owner: asks for a feed of every relay (one request in flight each,
-    /// later rows coalesced into the next).
     /// Tells the hub what it knows of its scene objects now: their sockets
     /// (presence `count`) and whether any wants presence frames.
     pub fn sync_scenes(&mut self) {
@@ -418,6 +416,8 @@ impl Core {
         }
     }
 
+    /// Owner: asks for a feed of every relay (one request in flight each,
+    /// later rows coalesced into the next).
     pub fn feed_relays(&mut self) {
         let (indices, slots) = match &self.role {
             Role::Owner { relays } => (relays.indices(), relays.scenes.slots()),

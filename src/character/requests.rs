@@ -8,7 +8,6 @@
 use routing::archive::rows_value;
 use routing::archive::{page_key, unarchived};
 use routing::catalogue::{HISTORY_MAX_PAGES, RESUME_MAX_PAGES};
-use routing::hub::StoredCommand;
 use routing::hub::{ClientInfo, Input, Reply, Resume};
 use routing::logbuf::batch_body;
 use routing::protocol::parse_publish_body;
@@ -252,14 +251,14 @@ impl Character {
                 .into_iter()
                 .map(|r| hub.retained_frame_of(r))
                 .collect();
-            let head = serde_json::json!({
-                "character": hub.character().as_str(),
-                "epoch": hub.epoch(),
-                "seq": hub.seq(),
-            })
-            .to_string();
-            let head = head.strip_suffix('}').unwrap_or(&head);
-            let body = format!("{head},\"retained\":[{}]}}", frames.join(","));
+            // The frames are JSON already: placed as they are, not re-parsed.
+            let body = format!(
+                r#"{{"character":{},"epoch":{},"seq":{},"retained":[{}]}}"#,
+                serde_json::Value::from(hub.character().as_str()),
+                serde_json::Value::from(hub.epoch()),
+                hub.seq(),
+                frames.join(",")
+            );
             Ok(json_response(200, &body)?)
         })
     }
@@ -269,12 +268,11 @@ impl Character {
     fn retained_snapshot(&self, now: u64) -> AppResult<Response> {
         self.with_core(now, |core| {
             let hub = &core.hub;
-            let rows: Vec<StoredCommand> = hub.retained().rows().into_iter().cloned().collect();
             let answer = RetainedAnswer {
                 epoch: hub.epoch().to_string(),
                 seq: hub.seq(),
                 rev: hub.retained().rev().unwrap_or(0),
-                rows: rows_value(&rows),
+                rows: rows_value(hub.retained().rows()),
             };
             let body = serde_json::to_string(&answer).map_err(AppError::internal)?;
             Ok(json_response(200, &body)?)

@@ -6,7 +6,6 @@
 
 use routing::archive::rows_value;
 use routing::catalogue::MAX_FEED_ROWS;
-use routing::hub::StoredCommand;
 use routing::scene::is_scene_name;
 use routing::scene_feeds::MAX_SCENE_FEEDS;
 use routing::wire::{
@@ -36,12 +35,10 @@ impl Character {
             return Err(AppError::bad_request("not a scene object's name"));
         }
         self.with_core(now, |core| {
-            let retained: Vec<StoredCommand> =
-                core.hub.retained().rows().into_iter().cloned().collect();
             let answer = JoinAnswer {
                 epoch: core.hub.epoch().to_string(),
                 seq: core.hub.seq(),
-                retained: Some(rows_value(&retained)),
+                retained: Some(rows_value(core.hub.retained().rows())),
                 retained_rev: core.hub.retained().rev().unwrap_or(0),
             };
             let owner_sockets = core.hub.subscriber_count();
