@@ -26,6 +26,20 @@ pub fn stub(env: &Env) -> worker::Result<worker::Stub> {
     env.durable_object(BINDING)?.get_by_name(INSTANCE)
 }
 
+/// Posts a report (`path::REPORT`) or a scene's reports (`path::REPORTS`)
+/// to the registry; anything but 200 is an error.
+pub async fn post_report(env: &Env, at: &str, body: &str) -> worker::Result<()> {
+    let url = format!("https://registry{at}");
+    let req = crate::forward::post_request(&url, wasm_bindgen::JsValue::from_str(body), None)?;
+    let resp = stub(env)?.fetch_with_request(req).await?;
+    match resp.status_code() {
+        200 => Ok(()),
+        other => Err(worker::Error::RustError(format!(
+            "registry answered {other}"
+        ))),
+    }
+}
+
 #[durable_object]
 pub struct Registry {
     state: State,

@@ -44,6 +44,8 @@ const UPSERT_RETAINED: &str =
     "INSERT INTO retained (seq, ts, topic, name, params, duration_ms, id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, name = excluded.name, \
      params = excluded.params, duration_ms = excluded.duration_ms, id = excluded.id, at = excluded.at";
+/// The meta key set while the registry may list this object's sockets.
+const LISTED: &str = "listed";
 /// The meta key of the retained set's revision (`routing::retained`).
 pub const RETAINED_REV: &str = "retained_rev";
 const UPSERT_ID: &str = "INSERT INTO idempotency (id, seq, ts) VALUES (?, ?, ?) \
@@ -427,6 +429,22 @@ impl Store {
         self.sql
             .exec("DELETE FROM commands WHERE seq <= ?", vec![int(to)])?;
         self.set_meta("archived_through", &to.to_string())
+    }
+
+    /// Whether the registry may still list this object's sockets (set
+    /// after a report of some, cleared after a report of none), so that a
+    /// wake after a crash reports again.
+    pub fn listed(&self) -> worker::Result<bool> {
+        Ok(self.meta(LISTED)?.is_some())
+    }
+
+    /// Records [`Store::listed`]; one write per change.
+    pub fn set_listed(&self, listed: bool) -> worker::Result<()> {
+        match (listed, self.listed()?) {
+            (true, false) => self.set_meta(LISTED, "1"),
+            (false, true) => self.delete_meta(LISTED),
+            _ => Ok(()),
+        }
     }
 
     pub fn delete_meta(&self, key: &str) -> worker::Result<()> {

@@ -15,7 +15,6 @@ use routing::wire::{path, RegistryReport};
 use worker::{console_error, Delay, Env, Result};
 
 use super::core::Shared;
-use crate::forward::post_request;
 use crate::{kv, registry};
 
 /// The kinds of deferred work.
@@ -250,24 +249,9 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
             serde_json::to_string(&report).map_err(|e| worker::Error::RustError(e.to_string()))?;
         (body, listed)
     };
-    let url = format!("https://registry{}", path::REPORT);
-    let req = post_request(&url, wasm_bindgen::JsValue::from_str(&body), None)?;
-    let resp = registry::stub(env)?.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!(
-            "registry answered {}",
-            resp.status_code()
-        )));
-    }
-    // Remembered so that a wake-up after a crash reports again (clearing an
-    // entry whose sockets are gone); one write per change of state.
+    registry::post_report(env, path::REPORT, &body).await?;
     if let Some(core) = shared.borrow().as_ref() {
-        let was = core.store.meta("listed")?.is_some();
-        if listed && !was {
-            core.store.set_meta("listed", "1")?;
-        } else if !listed && was {
-            core.store.delete_meta("listed")?;
-        }
+        core.store.set_listed(listed)?;
     }
     Ok(())
 }

@@ -138,7 +138,7 @@ impl Character {
         core.archive_if_due(now);
         // An object that was listed reports on wake: after its runtime died
         // its entry may name sockets that are gone.
-        if restored > 0 || core.store.meta("listed")?.is_some() {
+        if restored > 0 || core.store.listed()? {
             core.request(Task::Report);
         }
         if restored > 0 {

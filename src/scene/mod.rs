@@ -333,7 +333,7 @@ impl Scene {
         }
         // A scene that was listed reports on wake: after its runtime died
         // its entries may name sockets that are gone.
-        core.report_wanted = restored > 0 || tasks::listed(&core);
+        core.report_wanted = restored > 0 || matches!(core.store.listed(), Ok(true));
         if restored > 0 {
             worker::console_log!(
                 "scene {}: woke with {restored} sockets, restored from their attachments",

@@ -21,14 +21,12 @@ use worker::{console_error, Delay, Env};
 
 use super::{SceneCore, SharedScene};
 use crate::character::{arm_alarm, now_ms};
-use crate::forward::{post_request, post_to_name};
+use crate::forward::post_to_name;
 use crate::registry;
 
 /// Most log events a scene object keeps unsent (reached only while the
 /// characters' objects cannot be reached); past it the oldest are dropped.
 pub const MAX_UNSENT_EVENTS: usize = 10_000;
-/// Meta key set while the registry lists this scene's sockets.
-const LISTED: &str = "listed";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SceneTask {
@@ -128,32 +126,12 @@ async fn report(shared: &SharedScene, env: &Env) -> worker::Result<()> {
             serde_json::to_string(&reports).map_err(|e| worker::Error::RustError(e.to_string()))?;
         (body, subscribers > 0)
     };
-    let url = format!("https://registry{}", path::REPORTS);
-    let req = post_request(&url, JsValue::from_str(&body), None)?;
-    let resp = registry::stub(env)?.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!(
-            "registry answered {}",
-            resp.status_code()
-        )));
-    }
+    registry::post_report(env, path::REPORTS, &body).await?;
     if let Some(core) = shared.borrow_mut().as_mut() {
         core.hub.reported(now_ms());
-        // Remembered so that a wake after a crash reports again.
-        let was = core.store.meta(LISTED)?.is_some();
-        if listed && !was {
-            core.store.set_meta(LISTED, "1")?;
-        } else if !listed && was {
-            core.store.delete_meta(LISTED)?;
-        }
+        core.store.set_listed(listed)?;
     }
     Ok(())
-}
-
-/// Whether the registry may still list this scene's sockets (a report is
-/// due on wake then).
-pub fn listed(core: &SceneCore) -> bool {
-    matches!(core.store.meta(LISTED), Ok(Some(_)))
 }
 
 /// Sends the queued events to their characters' objects; a character whose
