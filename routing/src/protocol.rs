@@ -213,17 +213,10 @@ pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
         Some(Value::Object(m)) => m.clone(),
         Some(_) => return Err(ApiError::bad_request("field `params` must be an object")),
     };
-    let duration_ms = match obj.get("duration_ms") {
-        None | Some(Value::Null) => None,
-        Some(d) => match d.as_u64().filter(|n| *n <= MAX_DURATION_MS) {
-            Some(n) => u32::try_from(n).ok(),
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "field `duration_ms` must be an integer from 0 to {MAX_DURATION_MS}"
-                )))
-            }
-        },
-    };
+    let duration_ms = optional_uint(obj.get("duration_ms"), MAX_DURATION_MS, || {
+        format!("field `duration_ms` must be an integer from 0 to {MAX_DURATION_MS}")
+    })?
+    .and_then(|n| u32::try_from(n).ok());
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if (1..=MAX_ID_CHARS).contains(&s.chars().count()) => {
@@ -250,6 +243,22 @@ pub fn parse_command(v: &Value) -> Result<Command, ApiError> {
         at,
         retain,
     })
+}
+
+/// An optional integer field: absent or `null` is none; otherwise an
+/// integer from 0 to `max`, or a 400 saying `message`.
+pub fn optional_uint(
+    v: Option<&Value>,
+    max: u64,
+    message: impl FnOnce() -> String,
+) -> Result<Option<u64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().filter(|n| *n <= max) {
+            Some(n) => Ok(Some(n)),
+            None => Err(ApiError::bad_request(message())),
+        },
+    }
 }
 
 /// Size check and JSON parse shared by the HTTP bodies; yields the top object.

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::protocol::{ApiError, Command};
+use crate::protocol::{optional_uint, ApiError, Command};
 
 /// How far from now (either way) an `at` may be: one hour (contract).
 pub const MAX_AT_DISTANCE_MS: u64 = 60 * 60 * 1000;
@@ -23,18 +23,9 @@ pub fn time_body(now: u64) -> String {
 /// non-negative integer (ms since the Unix epoch). Its distance from now is
 /// checked where the clock is known ([`check_at`]).
 pub fn parse_at(v: Option<&Value>) -> Result<Option<u64>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= MAX_SAFE_INTEGER)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "field `at` must be an integer: ms since the Unix epoch (server time)",
-                )
-            }),
-    }
+    optional_uint(v, MAX_SAFE_INTEGER, || {
+        "field `at` must be an integer: ms since the Unix epoch (server time)".into()
+    })
 }
 
 /// An `at` further than [`MAX_AT_DISTANCE_MS`] from `now` is refused.
@@ -64,18 +55,9 @@ pub fn check_commands(commands: &[Command], now: u64) -> Result<(), ApiError> {
 /// The `lead_ms` of a `say` request: absent or `null` is none (the commands
 /// are not scheduled); otherwise an integer from 0 to [`MAX_SAY_LEAD_MS`].
 pub fn parse_lead(v: Option<&Value>) -> Result<Option<u64>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= MAX_SAY_LEAD_MS)
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "field `lead_ms` must be an integer from 0 to {MAX_SAY_LEAD_MS}"
-                ))
-            }),
-    }
+    optional_uint(v, MAX_SAY_LEAD_MS, || {
+        format!("field `lead_ms` must be an integer from 0 to {MAX_SAY_LEAD_MS}")
+    })
 }
 
 /// Schedules derived commands on server time: each gets
