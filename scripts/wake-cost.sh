@@ -8,6 +8,9 @@
 # directly, pinned to CPU 1; the client on CPU 0), one after the other.
 #   scripts/wake-cost.sh            (N=200, IDLE=40)
 #   WAKE_N=500 WAKE_IDLE=60 scripts/wake-cost.sh
+#   scripts/wake-cost.sh BUILD_A BUILD_B   (copies of build/, side by side
+#                                           with the durable peer, ROUNDS times
+#                                           in turn: WAKE_ROUNDS, default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${WAKE_N:-200}
@@ -20,9 +23,23 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   SERVER_CPUS=1
   PIN_CLIENT=(taskset -c 0)
 fi
-server_start ours --runtime miniflare --var AUTH_ENABLED:false -- --assets off
+SIDES=()
+if [ "$#" -gt 0 ]; then
+  i=0
+  for build in "$@"; do
+    i=$((i + 1))
+    server_start_build "ours$i" "$build" --runtime miniflare --var AUTH_ENABLED:false -- --assets off
+    SIDES+=("ours$i")
+  done
+else
+  server_start ours --runtime miniflare --var AUTH_ENABLED:false -- --assets off
+  SIDES+=(ours)
+fi
 server_start durable --runtime miniflare --config bench/peers/durable/wrangler.toml
-for side in ours durable; do
+SIDES+=(durable)
+ORDER=()
+for round in $(seq "${WAKE_ROUNDS:-1}"); do ORDER+=("${SIDES[@]}"); done
+for side in "${ORDER[@]}"; do
   url_var="${side}_URL" pid_var="${side}_PID"
   "${PIN_CLIENT[@]}" node - "${!url_var}" "$side" "$(pgrep -g "${!pid_var}" | tr '\n' ' ')" "$N" "$IDLE" <<'JS'
 const fs = require("fs");

@@ -1,6 +1,7 @@
 //! The animation gateway Worker: the fetch entry point. Everything it does is
 //! in the modules below; the rules themselves live in the `routing` crate.
 
+mod alarm;
 mod auth;
 mod character;
 mod config;

@@ -44,7 +44,7 @@ const UPSERT_RETAINED: &str =
     "INSERT INTO retained (seq, ts, topic, name, params, duration_ms, id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, name = excluded.name, \
      params = excluded.params, duration_ms = excluded.duration_ms, id = excluded.id, at = excluded.at";
-/// The meta key set while the registry may list this object's sockets.
+/// The meta key holding when a report last listed this object's sockets.
 const LISTED: &str = "listed";
 /// The meta key of the retained set's revision (`routing::retained`).
 pub const RETAINED_REV: &str = "retained_rev";
@@ -431,18 +431,22 @@ impl Store {
         self.set_meta("archived_through", &to.to_string())
     }
 
-    /// Whether the registry may still list this object's sockets (set
-    /// after a report of some, cleared after a report of none), so that a
-    /// wake after a crash reports again.
-    pub fn listed(&self) -> worker::Result<bool> {
-        Ok(self.meta(LISTED)?.is_some())
+    /// When a report last listed this object's sockets (`routing::lease`;
+    /// the stored time may be up to a quarter lease older), or None when the
+    /// registry lists none of them: a wake after a crash reports again.
+    pub fn listed_at(&self) -> worker::Result<Option<u64>> {
+        self.meta_u64(LISTED)
     }
 
-    /// Records [`Store::listed`]; one write per change.
-    pub fn set_listed(&self, listed: bool) -> worker::Result<()> {
-        match (listed, self.listed()?) {
-            (true, false) => self.set_meta(LISTED, "1"),
-            (false, true) => self.delete_meta(LISTED),
+    /// Records a report that listed sockets (`listed`) or none; writes only
+    /// when [`routing::lease::store_report_time`] says so, or on a change.
+    pub fn record_report(&self, listed: bool, now: u64, lease_ms: u64) -> worker::Result<()> {
+        let stored = self.listed_at()?;
+        match (listed, stored) {
+            (true, stored) if routing::lease::store_report_time(stored, now, lease_ms) => {
+                self.set_meta(LISTED, &now.to_string())
+            }
+            (false, Some(_)) => self.delete_meta(LISTED),
             _ => Ok(()),
         }
     }

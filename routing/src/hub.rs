@@ -568,6 +568,15 @@ impl Hub {
         Some(c.info)
     }
 
+    /// After a wake whose restored clients the registry still lists: the
+    /// next lease refresh at `at` (`routing::lease`) instead of one
+    /// interval from now.
+    pub fn resume_refresh(&mut self, at: u64) {
+        if self.refresh_every_ms > 0 && !self.clients.is_empty() {
+            self.refresh_at = Some(at);
+        }
+    }
+
     /// Starts the refresh timer when the first client arrives.
     fn arm_refresh(&mut self, now: u64) {
         if self.refresh_every_ms > 0 && self.refresh_at.is_none() {

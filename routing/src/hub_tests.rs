@@ -704,6 +704,22 @@ fn the_summary_is_reported_again_while_clients_are_connected() {
     };
     fx.feed(3_000, restore);
     assert_eq!(fx.hub().poll_timeout(), Some(4_000));
+    // A wake whose sockets the registry still lists resumes the refresh
+    // from the stored report time (`routing::lease`).
+    fx.hub().resume_refresh(3_400);
+    assert_eq!(fx.hub().poll_timeout(), Some(3_400));
+    let changes = fx.changes;
+    fx.feed(3_400, Input::Timeout);
+    assert_eq!(fx.changes, changes + 1, "the resumed refresh reports");
+}
+
+#[test]
+fn a_resumed_refresh_needs_clients() {
+    let hub =
+        Hub::new(CharacterId::parse("alice").unwrap(), "ep1".into(), 0, 0).with_refresh(1_000);
+    let mut fx = Fx::with_hub(hub);
+    fx.hub().resume_refresh(500);
+    assert_eq!(fx.hub().poll_timeout(), None);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! effects the hub returns.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod alarm;
 pub mod animator;
 pub mod archive;
 pub mod attachment;
@@ -12,6 +13,7 @@ pub mod backoff;
 pub mod catalogue;
 pub mod events;
 pub mod hub;
+pub mod lease;
 pub mod logbuf;
 pub mod protocol;
 pub mod query;

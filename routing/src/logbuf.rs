@@ -157,6 +157,13 @@ impl LogBuffer {
         Some(oldest.saturating_add(self.interval_ms))
     }
 
+    /// The flush deadline that events still staged in memory (the oldest
+    /// at `oldest_staged`) will have once written: an alarm armed for it
+    /// before they are written need not move afterwards.
+    pub fn staged_flush_at(&self, oldest_staged: Option<u64>) -> Option<u64> {
+        oldest_staged.map(|ts| ts.saturating_add(self.interval_ms))
+    }
+
     /// Whether a flush should start at `now`.
     pub fn due(&self, now: u64) -> bool {
         self.flush_at().is_some_and(|at| at <= now)

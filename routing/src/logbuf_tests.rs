@@ -31,6 +31,20 @@ fn an_empty_buffer_needs_no_alarm() {
     assert!(!b.due(u64::MAX));
 }
 
+#[test]
+fn staged_events_have_the_deadline_they_will_have_once_written() {
+    let mut b = LogBuffer::new(30_000, Held::default());
+    assert_eq!(b.staged_flush_at(None), None);
+    let staged_at = b.staged_flush_at(Some(5_000));
+    assert_eq!(staged_at, Some(35_000));
+    b.added(5_000, 100);
+    assert_eq!(
+        b.flush_at(),
+        staged_at,
+        "the alarm armed for them stays right"
+    );
+}
+
 /// A quiet character: 100 small events over 20 s cost no flush until one
 /// interval after the first, then one.
 #[test]

@@ -158,6 +158,12 @@ impl SceneHub {
 
     /// The shell reported to the registry at `now`: the next refresh is
     /// due one interval later while sockets are held.
+    /// After a wake whose restored sockets the registry still lists: the
+    /// next lease refresh at `at` (`routing::lease`).
+    pub fn resume_refresh(&mut self, at: u64) {
+        self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty()).then_some(at);
+    }
+
     pub fn reported(&mut self, now: u64) {
         self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty())
             .then(|| now.saturating_add(self.refresh_every_ms));

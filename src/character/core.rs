@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use routing::alarm::Armed;
 use routing::archive::{backlog_full, backlog_limit, next_page_ready};
 use routing::backoff::Backoff;
 use routing::events::LogEvent;
@@ -95,8 +96,8 @@ pub struct Core {
     /// Tasks to start once the current handler returns.
     pub to_start: Vec<Task>,
     pub report_version: u64,
-    /// The alarm as last set, ms since the Unix epoch.
-    pub alarm_at: Option<u64>,
+    /// The alarm the runtime holds, as far as this isolate knows.
+    pub alarm: Armed,
     /// Relay role: client publishes to forward to the owner.
     pub to_forward: Vec<Pending>,
     /// Owner: the last feed body, keyed by (after, lost, seq), shared by
@@ -139,7 +140,7 @@ impl Core {
             tasks: Scheduler::default(),
             to_start: Vec::new(),
             report_version: 0,
-            alarm_at: None,
+            alarm: Armed::Unknown,
             to_forward: Vec::new(),
             feed_cache: None,
             config,
@@ -437,12 +438,15 @@ impl Core {
     }
 
     /// When the object next needs its alarm: the hub's next deadline, the
-    /// archive's retry or the event log's flush, whichever is first.
+    /// archive's retry or the event log's flush (of the events buffered,
+    /// or of those still staged), whichever is first.
     pub fn next_alarm(&self) -> Option<u64> {
+        let oldest_staged = self.staged.iter().map(|(ts, _)| *ts).min();
         [
             self.hub.poll_timeout(),
             self.archive.retry_at,
             self.logbuf.flush_at(),
+            self.logbuf.staged_flush_at(oldest_staged),
         ]
         .into_iter()
         .flatten()

@@ -31,6 +31,7 @@ mod wake;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use routing::alarm::Armed;
 use routing::hub::{Gone, Input};
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result, State,
@@ -89,7 +90,7 @@ impl DurableObject for Character {
         let now = now_ms();
         let result = self.with_core(now, |core| {
             // The runtime cleared the alarm that brought us here.
-            core.alarm_at = None;
+            core.alarm = Armed::Unset;
             core.feed(now, Input::Timeout);
             if core.archive.take_due(now) {
                 core.archive_if_due(now);
@@ -185,35 +186,20 @@ impl Character {
     }
 }
 
-/// Keeps the object's one alarm at [`Core::next_alarm`]; also called by the
-/// archive task, whose failures move the retry.
+/// Keeps the object's one alarm at [`Core::next_alarm`] (`crate::alarm`);
+/// also called by the archive task, whose failures move the retry.
 pub async fn sync_alarm(shared: &Shared, now: u64) {
-    let (wanted, storage) = {
+    let (armed, wanted, storage) = {
         let guard = shared.borrow();
         let Some(core) = guard.as_ref() else { return };
-        let next = core.next_alarm();
-        if next == core.alarm_at {
+        let wanted = core.next_alarm();
+        if routing::alarm::write_needed(core.alarm, wanted).is_none() {
             return;
         }
-        (next, Rc::clone(&core.storage))
+        (core.alarm, wanted, Rc::clone(&core.storage))
     };
-    match arm_alarm(&storage, wanted, now).await {
-        Ok(()) => {
-            if let Some(core) = shared.borrow_mut().as_mut() {
-                core.alarm_at = wanted;
-            }
-        }
-        Err(e) => console_error!("setting the alarm: {e}"),
-    }
-}
-
-/// Sets an object's alarm to `at` (ms since the Unix epoch), or deletes it.
-pub async fn arm_alarm(storage: &worker::Storage, at: Option<u64>, now: u64) -> Result<()> {
-    match at {
-        Some(at) => {
-            let delay = std::time::Duration::from_millis(at.saturating_sub(now));
-            storage.set_alarm(delay).await
-        }
-        None => storage.delete_alarm().await,
+    let armed = crate::alarm::sync(&storage, armed, wanted, now).await;
+    if let Some(core) = shared.borrow_mut().as_mut() {
+        core.alarm = armed;
     }
 }

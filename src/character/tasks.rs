@@ -251,7 +251,9 @@ async fn report(shared: &Shared, env: &Env) -> Result<()> {
     };
     registry::post_report(env, path::REPORT, &body).await?;
     if let Some(core) = shared.borrow().as_ref() {
-        core.store.set_listed(listed)?;
+        let lease_ms = core.config.registry_lease_ms;
+        core.store
+            .record_report(listed, super::now_ms(), lease_ms)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use routing::archive;
 use routing::hub::{Hub, Input};
+use routing::lease::{on_wake, OnWake};
 use routing::retained::RetainedSet;
 use routing::topic::CharacterId;
 
@@ -48,6 +49,8 @@ impl Character {
             None => CharacterId::parse(&name)
                 .map_err(|e| AppError::internal(format!("object name: {e}")))?,
         };
+        // A new object (no epoch yet) holds no alarm: nothing to read.
+        let mut fresh = false;
         let epoch = match (store.meta("epoch")?, &relay) {
             (Some(e), _) => e,
             // A relay learns its epoch from the owner's first request.
@@ -55,6 +58,7 @@ impl Character {
             (None, None) => {
                 let e = format!("{now:x}{}", random_hex(2));
                 store.set_meta("epoch", &e)?;
+                fresh = true;
                 e
             }
         };
@@ -106,6 +110,9 @@ impl Character {
             page_size,
             storage,
         );
+        if fresh {
+            core.alarm = routing::alarm::Armed::Unset;
+        }
         // Relays fed before the restart: a probe each finds where it is
         // (a scene's answer also says whether it holds presence sockets).
         core.sync_scenes();
@@ -136,10 +143,14 @@ impl Character {
         // Catch up with an archive that lagged before the restart, which no
         // publish would start while the backlog refuses them.
         core.archive_if_due(now);
-        // An object that was listed reports on wake: after its runtime died
-        // its entry may name sockets that are gone.
-        if restored > 0 || core.store.listed()? {
-            core.request(Task::Report);
+        // A wake from hibernation finds the sockets its registry entry
+        // names, so it only resumes the lease refresh; after the runtime
+        // died, the entry may name sockets that are gone (`routing::lease`).
+        let listed_at = core.store.listed_at()?;
+        match on_wake(restored > 0, listed_at, now, core.config.registry_lease_ms) {
+            OnWake::Report => core.request(Task::Report),
+            OnWake::RefreshAt(at) => core.hub.resume_refresh(at),
+            OnWake::Nothing => {}
         }
         if restored > 0 {
             worker::console_log!(

@@ -18,6 +18,7 @@ use std::rc::Rc;
 
 use routing::events::Event;
 use routing::hub::{ClientKey, Gone};
+use routing::lease::{on_wake, OnWake};
 use routing::relay::Follower;
 use routing::scene::characters_key;
 use routing::scene_hub::{SceneEffect, SceneHub};
@@ -58,7 +59,8 @@ pub struct SceneCore {
     next_key: ClientKey,
     /// Subscribes being set up: the scene counts as holding sockets.
     pending: usize,
-    alarm_at: Option<u64>,
+    /// The alarm the runtime holds, as far as this isolate knows.
+    alarm: routing::alarm::Armed,
     /// Client publishes to send to their characters' objects.
     to_publish: Vec<SceneEffect>,
     /// For arming the alarm from deferred tasks too.
@@ -184,7 +186,7 @@ impl DurableObject for Scene {
     async fn alarm(&self) -> Result<Response> {
         let now = now_ms();
         let result = self.with_core(|core| {
-            core.alarm_at = None;
+            core.alarm = routing::alarm::Armed::Unset;
             let effects = core.hub.timeout(now);
             core.apply(now, effects);
             Ok(())
@@ -310,7 +312,7 @@ impl Scene {
             sockets: HashMap::new(),
             next_key: 1,
             pending: 0,
-            alarm_at: None,
+            alarm: routing::alarm::Armed::Unknown,
             to_publish: Vec::new(),
             storage: Rc::new(self.state.storage()),
             tasks: Scheduler::default(),
@@ -331,9 +333,16 @@ impl Scene {
                 }
             }
         }
-        // A scene that was listed reports on wake: after its runtime died
-        // its entries may name sockets that are gone.
-        core.report_wanted = restored > 0 || matches!(core.store.listed(), Ok(true));
+        // As for a character (`routing::lease`): a wake from hibernation
+        // resumes the lease refresh; after the runtime died, the entries may
+        // name sockets that are gone.
+        let listed_at = core.store.listed_at().ok().flatten();
+        let lease_ms = core.config.registry_lease_ms;
+        match on_wake(restored > 0, listed_at, now_ms(), lease_ms) {
+            OnWake::Report => core.report_wanted = true,
+            OnWake::RefreshAt(at) => core.hub.resume_refresh(at),
+            OnWake::Nothing => {}
+        }
         if restored > 0 {
             worker::console_log!(
                 "scene {}: woke with {restored} sockets, restored from their attachments",

@@ -20,7 +20,7 @@ use wasm_bindgen::JsValue;
 use worker::{console_error, Delay, Env};
 
 use super::{SceneCore, SharedScene};
-use crate::character::{arm_alarm, now_ms};
+use crate::character::now_ms;
 use crate::forward::post_to_name;
 use crate::registry;
 
@@ -128,8 +128,10 @@ async fn report(shared: &SharedScene, env: &Env) -> worker::Result<()> {
     };
     registry::post_report(env, path::REPORTS, &body).await?;
     if let Some(core) = shared.borrow_mut().as_mut() {
-        core.hub.reported(now_ms());
-        core.store.set_listed(listed)?;
+        let now = now_ms();
+        core.hub.reported(now);
+        let lease_ms = core.config.registry_lease_ms;
+        core.store.record_report(listed, now, lease_ms)?;
     }
     Ok(())
 }
@@ -205,23 +207,19 @@ async fn send_logs(shared: &SharedScene, env: &Env) -> worker::Result<()> {
 }
 
 /// Keeps the object's one alarm at the hub's next deadline (token expiry
-/// or lease refresh).
+/// or lease refresh), through `crate::alarm`.
 pub async fn sync_alarm(shared: &SharedScene, now: u64) {
-    let (wanted, storage) = {
+    let (armed, wanted, storage) = {
         let guard = shared.borrow();
         let Some(core) = guard.as_ref() else { return };
         let wanted = core.hub.poll_timeout();
-        if wanted == core.alarm_at {
+        if routing::alarm::write_needed(core.alarm, wanted).is_none() {
             return;
         }
-        (wanted, std::rc::Rc::clone(&core.storage))
+        (core.alarm, wanted, std::rc::Rc::clone(&core.storage))
     };
-    match arm_alarm(&storage, wanted, now).await {
-        Ok(()) => {
-            if let Some(core) = shared.borrow_mut().as_mut() {
-                core.alarm_at = wanted;
-            }
-        }
-        Err(e) => console_error!("scene alarm: {e}"),
+    let armed = crate::alarm::sync(&storage, armed, wanted, now).await;
+    if let Some(core) = shared.borrow_mut().as_mut() {
+        core.alarm = armed;
     }
 }
