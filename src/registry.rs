@@ -45,6 +45,9 @@ pub struct Registry {
     state: State,
     #[allow(dead_code)]
     env: Env,
+    /// The tables were made sure of since this instance started (three
+    /// statements that every request used to run).
+    ready: std::cell::Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -66,11 +69,21 @@ struct VersionRow {
 
 impl DurableObject for Registry {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self {
+            state,
+            env,
+            ready: std::cell::Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let sql = self.state.storage().sql();
+        if !self.ready.get() {
+            if let Err(e) = ensure_table(&sql) {
+                return AppError::from(e).into_response();
+            }
+            self.ready.set(true);
+        }
         let result = match (req.method(), req.path().as_str()) {
             (Method::Post, path::REPORT) => match req.json::<RegistryReport>().await {
                 Ok(report) => record(&sql, &report).map(|()| json_response(200, "{}")),
@@ -116,7 +129,6 @@ struct CharacterRow {
 /// Records (or extends) a revocation; answers the characters that have
 /// subscribers now.
 fn revoke(sql: &SqlStorage, r: &Revocation) -> std::result::Result<String, AppError> {
-    ensure_table(sql)?;
     sql.exec(
         "INSERT INTO revocations (user, until) VALUES (?, ?) \
          ON CONFLICT(user) DO UPDATE SET until = MAX(until, excluded.until)",
@@ -140,7 +152,6 @@ fn revoke(sql: &SqlStorage, r: &Revocation) -> std::result::Result<String, AppEr
 
 /// The revocations in force (expired ones are deleted).
 fn revocations(sql: &SqlStorage) -> std::result::Result<String, AppError> {
-    ensure_table(sql)?;
     let now: i64 = now_ms() as i64;
     sql.exec("DELETE FROM revocations WHERE until <= ?", vec![now.into()])?;
     let rows: Vec<RevocationRow> = sql
@@ -173,7 +184,6 @@ fn ensure_table(sql: &SqlStorage) -> worker::Result<()> {
 }
 
 fn record(sql: &SqlStorage, r: &RegistryReport) -> std::result::Result<(), AppError> {
-    ensure_table(sql)?;
     let known: Vec<VersionRow> = sql
         .exec(
             "SELECT version FROM leases WHERE character = ?",
@@ -220,7 +230,6 @@ fn base_name(name: String) -> String {
 }
 
 fn list(sql: &SqlStorage) -> std::result::Result<String, AppError> {
-    ensure_table(sql)?;
     // Expired leases: their objects stopped refreshing (their sockets died).
     let now = (now_ms() as i64).into();
     sql.exec("DELETE FROM leases WHERE lease_until <= ?", vec![now])?;

@@ -133,6 +133,8 @@ pub struct Store {
     storage: JsValue,
     /// When expired idempotency keys were last deleted (ms, this isolate).
     pruned_at: Cell<u64>,
+    /// [`Store::listed_at`] once read (None: not read yet).
+    listed: Cell<Option<Option<u64>>>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +244,7 @@ impl Store {
             sql,
             storage: AsRef::<JsValue>::as_ref(storage.as_raw()).clone(),
             pruned_at: Cell::new(0),
+            listed: Cell::new(None),
         };
         Ok(store)
     }
@@ -431,24 +434,39 @@ impl Store {
         self.set_meta("archived_through", &to.to_string())
     }
 
-    /// When a report last listed this object's sockets (`routing::lease`;
-    /// the stored time may be up to a quarter lease older), or None when the
-    /// registry lists none of them: a wake after a crash reports again.
+    /// When a report listing this object's sockets was last asked for
+    /// (`routing::lease`; the stored time may be up to a quarter lease
+    /// older), or None when the registry lists none of them: a wake after a
+    /// crash reports again. Read from SQLite once per wake.
     pub fn listed_at(&self) -> worker::Result<Option<u64>> {
-        self.meta_u64(LISTED)
+        if let Some(known) = self.listed.get() {
+            return Ok(known);
+        }
+        let stored = self.meta_u64(LISTED)?;
+        self.listed.set(Some(stored));
+        Ok(stored)
     }
 
-    /// Records a report that listed sockets (`listed`) or none; writes only
+    /// Records a report that lists sockets (`listed`) or none; writes only
     /// when [`routing::lease::store_report_time`] says so, or on a change.
-    pub fn record_report(&self, listed: bool, now: u64, lease_ms: u64) -> worker::Result<()> {
+    /// True when it wrote.
+    pub fn record_report(&self, listed: bool, now: u64, lease_ms: u64) -> worker::Result<bool> {
         let stored = self.listed_at()?;
-        match (listed, stored) {
+        let write = match (listed, stored) {
             (true, stored) if routing::lease::store_report_time(stored, now, lease_ms) => {
-                self.set_meta(LISTED, &now.to_string())
+                self.set_meta(LISTED, &now.to_string())?;
+                Some(Some(now))
             }
-            (false, Some(_)) => self.delete_meta(LISTED),
-            _ => Ok(()),
+            (false, Some(_)) => {
+                self.delete_meta(LISTED)?;
+                Some(None)
+            }
+            _ => None,
+        };
+        if let Some(value) = write {
+            self.listed.set(Some(value));
         }
+        Ok(write.is_some())
     }
 
     pub fn delete_meta(&self, key: &str) -> worker::Result<()> {

@@ -256,7 +256,10 @@ impl Core {
                     let event = event.to_log(self.hub.character().as_str());
                     self.log(&event);
                 }
-                Effect::SubscribersChanged => self.request(Task::Report),
+                Effect::SubscribersChanged => {
+                    self.request(Task::Report);
+                    self.note_listing(now);
+                }
                 Effect::ScenePresence(text) => {
                     let slots = match &mut self.role {
                         Role::Owner { relays } => relays.scenes.push_presence(&text),
@@ -267,6 +270,30 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// This turn writes to SQLite (a new object's schema): staged events
+    /// join that commit instead of one of their own.
+    pub fn note_turn_writes(&mut self) {
+        self.turn_writes = true;
+    }
+
+    /// A report that lists sockets is on its way: its time is stored now,
+    /// in this turn's commit, when `routing::lease` asks for it, rather than
+    /// in a commit of its own once the registry answered. Stored a little
+    /// early (before the report arrives), it only brings a wake's resumed
+    /// refresh earlier; a report that then fails is repaired by the next
+    /// refresh, as before.
+    fn note_listing(&mut self, now: u64) {
+        if self.hub.subscriber_count() == 0 {
+            return;
+        }
+        let lease_ms = self.config.registry_lease_ms;
+        match self.store.record_report(true, now, lease_ms) {
+            Ok(true) => self.turn_writes = true,
+            Ok(false) => {}
+            Err(e) => console_error!("recording the listing: {e}"),
         }
     }
 

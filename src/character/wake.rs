@@ -112,6 +112,7 @@ impl Character {
         );
         if fresh {
             core.alarm = routing::alarm::Armed::Unset;
+            core.note_turn_writes();
         }
         // Relays fed before the restart: a probe each finds where it is
         // (a scene's answer also says whether it holds presence sockets).
