@@ -63,8 +63,10 @@ test("a wake from hibernation keeps its sockets listed through the next leases",
   });
   assert.equal(r.status, 200);
   const woke = Date.now();
-  const log = readFileSync(LOG, "utf8");
-  assert.ok(log.includes(`character ${c}: woke with 2 sockets`), "the object was evicted and woke with its sockets");
+  // The runtime's log reaches the file a little later.
+  const logged = () => readFileSync(LOG, "utf8").includes(`character ${c}: woke with 2 sockets`);
+  while (!logged() && Date.now() < woke + 10_000) await sleep(200);
+  assert.ok(logged(), "the object was evicted and woke with its sockets");
 
   progress(`polling the listing for ${LEASE_S + 5} s after the wake`);
   while (Date.now() < woke + (LEASE_S + 5) * 1000) {
