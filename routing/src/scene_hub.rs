@@ -156,14 +156,14 @@ impl SceneHub {
         self
     }
 
-    /// The shell reported to the registry at `now`: the next refresh is
-    /// due one interval later while sockets are held.
     /// After a wake whose restored sockets the registry still lists: the
     /// next lease refresh at `at` (`routing::lease`).
     pub fn resume_refresh(&mut self, at: u64) {
         self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty()).then_some(at);
     }
 
+    /// The shell reported to the registry at `now`: the next refresh is
+    /// due one interval later while sockets are held.
     pub fn reported(&mut self, now: u64) {
         self.refresh_at = (self.refresh_every_ms > 0 && !self.clients.is_empty())
             .then(|| now.saturating_add(self.refresh_every_ms));
